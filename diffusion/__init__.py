@@ -1,0 +1,1 @@
+"""The normal-conditioned multi-view diffusion prior: model, data, training, pseudo ground truth."""

@@ -1,0 +1,3 @@
+from gafkit.cli import main
+
+main()

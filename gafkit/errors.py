@@ -1,0 +1,32 @@
+"""Errors that come from the user's input rather than from a bug in gafkit.
+
+The CLI prints a :class:`GafkitError` as one line and exits with code 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GafkitError(Exception):
+    """A problem with the user's input, environment or request: one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(GafkitError):
+    """A config file, preset or override that does not fit the stage's config dataclass."""
+
+
+class ArtifactError(GafkitError):
+    """A missing, incomplete or wrong-kind artifact directory."""
+
+
+class InputError(GafkitError):
+    """An input file that cannot be used (unreadable, empty, wrong content)."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

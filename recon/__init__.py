@@ -1,0 +1,1 @@
+"""Gaussian head avatars bound to the head mesh: fit, eval, animate, export."""
