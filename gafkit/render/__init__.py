@@ -1,0 +1,1 @@
+"""Cameras and the differentiable mesh rasterizer (nvdiffrast on CUDA, pure torch anywhere)."""
