@@ -1,0 +1,243 @@
+"""Stage 5 of tracking: fit the head model to per-frame 2D landmarks.
+
+One static pinhole camera looks at the head, which moves (as in VHAP's monocular setting). Optimized
+jointly over all frames (batched; on the GPU when present):
+
+- shared: identity ``shape`` and the focal length (principal point at the crop centre);
+- per frame: ``expr``, ``rotation``, ``translation``, ``eyes`` and, for models with joints, ``jaw``/``neck``.
+
+Two named steps, each with its own log: ``rigid`` (rotation, translation, focal from the stable inner
+landmarks), then ``full`` (everything, with priors and temporal smoothness). Landmarks are weighted by
+visibility: the weight of a landmark falls to zero as its triangle turns away from the camera, which
+stops the far-side face-contour points (that mediapipe slides along the silhouette) from pulling the
+jaw line when the head turns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from functools import lru_cache
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from gafkit.heads.base import HeadModel, HeadParams
+from gafkit.render.camera import Cameras
+from gafkit.trackers.losses import l2_prior, landmark_loss, temporal_smoothness, weighted
+
+log = logging.getLogger("gafkit.track")
+
+
+@dataclasses.dataclass
+class FitWeights:
+    """Loss weights; ``None`` turns a term off."""
+
+    landmarks: float | None = 1.0
+    shape_prior: float | None = 1e-4
+    expr_prior: float | None = 1e-4
+    jaw_prior: float | None = 1e-3
+    smooth_expr: float | None = 1e-2
+    smooth_rotation: float | None = 1.0
+    smooth_translation: float | None = 100.0
+    """Translations are in metres, so their differences are small: a larger weight."""
+
+
+@dataclasses.dataclass
+class LandmarkFitConfig:
+    rigid_steps: int = 150
+    """Adam steps of the rigid step (rotation, translation, focal)."""
+    steps: int = 300
+    """Adam steps of the full step."""
+    lr: float = 0.02
+    """Base learning rate (rotation in radians, expression coefficients); translation uses lr/10."""
+    init_fov_deg: float = 20.0
+    """Initial horizontal field of view of the crop."""
+    optimize_focal: bool = True
+    contour_weight: float = 0.5
+    """Relative weight of face-oval (silhouette) landmarks before visibility weighting."""
+    iris_weight: float = 1.0
+    huber_px: float = 2.0
+    """Landmark errors below this many pixels are penalized quadratically, above linearly."""
+    w: FitWeights = dataclasses.field(default_factory=FitWeights)
+
+
+@dataclasses.dataclass
+class LandmarkFitResult:
+    """Per-frame parameters and the shared camera.
+
+    Shapes: params tensors [N, ...] (shape repeated per frame); cameras: one camera.
+    errors_px: [N, L] reprojection error per landmark (nan on invalid frames).
+    """
+
+    params: HeadParams
+    cameras: Cameras
+    errors_px: Tensor
+    log: dict[str, dict[str, float]]
+
+
+@lru_cache(maxsize=1)
+def _landmark_groups() -> dict[str, list[int]]:
+    """Index sets of mediapipe's 478-point face mesh (contour, iris, inner)."""
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    def idx(edges) -> list[int]:
+        return sorted({i for e in edges for i in e})
+
+    oval = idx(fmc.FACEMESH_FACE_OVAL)
+    iris = idx(fmc.FACEMESH_IRISES)
+    stable = idx(fmc.FACEMESH_LEFT_EYE | fmc.FACEMESH_RIGHT_EYE | fmc.FACEMESH_NOSE | fmc.FACEMESH_LEFT_EYEBROW
+                 | fmc.FACEMESH_RIGHT_EYEBROW)
+    return {"oval": oval, "iris": iris, "stable": [i for i in stable if i not in oval]}
+
+
+def default_camera(width: int, height: int, fov_deg: float, device: torch.device | str = "cpu") -> Cameras:
+    """A camera at the world origin looking down -Z (the head model faces +Z), y up in the world."""
+    focal = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
+    K = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=torch.float32, device=device)
+    w2c = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], device=device))
+    return Cameras(K=K[None], w2c=w2c[None], width=width, height=height)
+
+
+def _project(points: Float[Tensor, "N L 3"], focal: Tensor, cx: float, cy: float) -> tuple[Tensor, Tensor]:
+    """World points seen by :func:`default_camera` -> pixels [N, L, 2] and depth [N, L]."""
+    x, y, z = points.unbind(-1)
+    depth = (-z).clamp_min(1e-4)
+    return torch.stack([focal * x / depth + cx, -focal * y / depth + cy], dim=-1), depth
+
+
+def _visibility(corners: Float[Tensor, "N L 3 3"]) -> Float[Tensor, "N L"]:
+    """Cosine between each landmark triangle's normal and the direction to the camera (clamped >= 0)."""
+    n = torch.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0], dim=-1)
+    n = torch.nn.functional.normalize(n, dim=-1)
+    to_cam = torch.nn.functional.normalize(-corners.mean(dim=2), dim=-1)  # camera at the origin
+    return (n * to_cam).sum(-1).clamp_min(0.0)
+
+
+def fit_landmarks(
+    model: HeadModel,
+    landmarks: Float[Tensor, "N L 2"],
+    valid: Bool[Tensor, " N"],
+    width: int,
+    height: int,
+    cfg: LandmarkFitConfig | None = None,
+) -> LandmarkFitResult:
+    """Fit ``model`` to 2D landmarks (mediapipe's 478, crop pixels, pixel centres at j + 0.5).
+
+    Invalid frames get parameters interpolated from their neighbours through temporal smoothness but
+    no landmark term. Runs on the device of ``model``.
+    """
+    cfg = cfg or LandmarkFitConfig()
+    if model.landmarks is None:
+        from gafkit.errors import GafkitError
+
+        raise GafkitError(f"head model {model.name!r} has no landmark embedding; tracking needs one")
+    device = model.template.device
+    target = torch.nan_to_num(landmarks.to(device, torch.float32))  # invalid frames carry no landmark term
+    n, num_lmk = target.shape[:2]
+    groups = _landmark_groups()
+    base_w = torch.ones(num_lmk, device=device)
+    base_w[groups["oval"]] = cfg.contour_weight
+    base_w[groups["iris"]] = cfg.iris_weight
+    frame_w = valid.to(device, torch.float32)[:, None]
+    stable_w = torch.zeros(num_lmk, device=device)
+    stable_w[groups["stable"]] = 1.0
+
+    cam = default_camera(width, height, cfg.init_fov_deg, device)
+    log_focal = torch.log(cam.K[0, 0, 0]).clone().requires_grad_(cfg.optimize_focal)
+    cx, cy = width / 2, height / 2
+    params = model.zero_params(n, device)
+    emb_faces, emb_bary = model.landmarks.faces.to(device), model.landmarks.bary.to(device)
+    tri = model.faces[emb_faces]  # [L, 3]
+
+    def landmark_corners(p: HeadParams) -> Tensor:
+        verts = model(p)  # [N, V, 3]
+        return verts[:, tri]  # [N, L, 3, 3]
+
+    # Initial translation: put the mean landmark depth where the detected face size says it is.
+    with torch.no_grad():
+        corners = landmark_corners(params)
+        pts = (corners * emb_bary[None, :, :, None]).sum(2)
+        spread3d = (pts[..., :2] - pts[..., :2].mean(1, keepdim=True)).norm(dim=-1).mean(1)  # [N]
+        spread2d = (target - target.mean(1, keepdim=True)).norm(dim=-1).mean(1)
+        ok = valid.to(device) & (spread2d > 1)
+        ratio = (spread3d[ok] / spread2d[ok]).median() if ok.any() else torch.tensor(0.2 / width, device=device)
+        depth = torch.exp(log_focal) * ratio
+        center2d = target[ok].mean(dim=(0, 1)) if ok.any() else torch.tensor([cx, cy], device=device)
+        center3d = pts.mean(dim=(0, 1))
+        params.translation[:] = torch.stack([
+            (center2d[0] - cx) * depth / torch.exp(log_focal) - center3d[0],
+            -(center2d[1] - cy) * depth / torch.exp(log_focal) - center3d[1],
+            -depth - center3d[2],
+        ])
+
+    def loss_terms(p: HeadParams, lmk_w: Tensor) -> dict[str, Tensor]:
+        corners = landmark_corners(p)
+        pts = (corners * emb_bary[None, :, :, None]).sum(2)
+        uv, _ = _project(pts, torch.exp(log_focal), cx, cy)
+        w = lmk_w * _visibility(corners).detach().clamp(0, 1).sqrt() * frame_w
+        return {
+            "landmarks": landmark_loss(uv, target, w, cfg.huber_px),
+            "shape_prior": l2_prior(p.shape[:1]),
+            "expr_prior": l2_prior(p.expr),
+            "jaw_prior": l2_prior(p.jaw),
+            "smooth_expr": temporal_smoothness(p.expr),
+            "smooth_rotation": temporal_smoothness(p.rotation),
+            "smooth_translation": temporal_smoothness(p.translation),
+        }
+
+    logs: dict[str, dict[str, float]] = {}
+    rot = params.rotation.clone().requires_grad_(True)
+    trans = params.translation.clone().requires_grad_(True)
+    rigid_groups = [{"params": [rot], "lr": cfg.lr}, {"params": [trans], "lr": cfg.lr / 10}]
+    if cfg.optimize_focal:
+        rigid_groups.append({"params": [log_focal], "lr": cfg.lr})
+    opt = torch.optim.Adam(rigid_groups)
+    rigid_w = {"landmarks": 1.0, "smooth_rotation": cfg.w.smooth_rotation, "smooth_translation": cfg.w.smooth_translation}
+    for _ in range(cfg.rigid_steps):
+        p = dataclasses.replace(params, rotation=rot, translation=trans)
+        total, logs["rigid"] = weighted(loss_terms(p, stable_w), rigid_w)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    shape = torch.zeros(1, model.n_shape, device=device, requires_grad=True)
+    expr = params.expr.clone().requires_grad_(True)
+    eyes = params.eyes.clone().requires_grad_(True)
+    jaw = params.jaw.clone().requires_grad_(model.has_jaw_joint)
+    groups_full = [
+        {"params": [rot, expr, eyes], "lr": cfg.lr},
+        {"params": [trans], "lr": cfg.lr / 10},
+        {"params": [shape], "lr": cfg.lr / 2},
+    ]
+    if model.has_jaw_joint:
+        groups_full.append({"params": [jaw], "lr": cfg.lr})
+    if cfg.optimize_focal:
+        groups_full.append({"params": [log_focal], "lr": cfg.lr / 4})
+    opt = torch.optim.Adam(groups_full)
+    bounds = getattr(model, "expr_bounds", None)
+    weights = dataclasses.asdict(cfg.w)
+    for _ in range(cfg.steps):
+        p = dataclasses.replace(params, shape=shape.expand(n, -1), expr=expr, rotation=rot, translation=trans,
+                                eyes=eyes, jaw=jaw)
+        total, logs["full"] = weighted(loss_terms(p, base_w), weights)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if bounds is not None:
+            with torch.no_grad():
+                expr.clamp_(*bounds)
+
+    final = dataclasses.replace(params, shape=shape.expand(n, -1), expr=expr, rotation=rot, translation=trans,
+                                eyes=eyes, jaw=jaw).detach()
+    with torch.no_grad():
+        corners = landmark_corners(final)
+        uv, _ = _project((corners * emb_bary[None, :, :, None]).sum(2), torch.exp(log_focal), cx, cy)
+        errors = (uv - target).norm(dim=-1)
+        errors[~valid.to(device)] = float("nan")
+    cam.K[0, 0, 0] = cam.K[0, 1, 1] = float(torch.exp(log_focal.detach()))
+    for step, values in logs.items():
+        log.debug("[track-fit-%s] %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    return LandmarkFitResult(params=final, cameras=cam, errors_px=errors, log=logs)
