@@ -104,7 +104,7 @@ def _iter_video(path: Path, cfg: DecodeConfig, max_side: int | None) -> Iterator
         raise InputError(path, f"not a video or image FFmpeg can read ({err.strerror or err})") from err
     with container:
         if not container.streams.video:
-            raise InputError(path, "has no video stream")
+            raise InputError(path, "has no video frames (no video stream)")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         keep = _selector(cfg)
