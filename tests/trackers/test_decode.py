@@ -120,6 +120,9 @@ def test_bad_inputs_raise_input_error(tmp_path):
     with av.open(str(zero), "w") as container:  # a valid container with a video stream, no frames
         stream = container.add_stream("libx264", rate=10)
         stream.width = stream.height = 32
+        container.start_encoding()
+    zero_bytes = tmp_path / "zero_bytes.mov"
+    zero_bytes.write_bytes(b"")
     cases = {
         text: "FFmpeg",
         truncated: "",
