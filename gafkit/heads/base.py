@@ -81,7 +81,8 @@ class HeadParams:
                 from gafkit.errors import InputError
 
                 raise InputError(path, f"not a head-parameter file (missing {', '.join(missing)})")
-            return cls(**{k: torch.from_numpy(np.asarray(data[k], dtype=np.float32)).to(device) for k in data.files})
+            names = [f.name for f in dataclasses.fields(cls) if f.name in data.files]
+            return cls(**{k: torch.from_numpy(np.asarray(data[k], dtype=np.float32)).to(device) for k in names})
 
 
 @dataclasses.dataclass
