@@ -1,0 +1,69 @@
+"""Stages 3 and 4: crop maths and foreground masks."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.data import astronaut
+
+from gafkit.trackers.config import CropConfig, DetectConfig, SegmentConfig
+from gafkit.trackers.crop import CropTransform, fit_crop
+from gafkit.trackers.detect import detect_landmarks
+from gafkit.trackers.segment import Segmenter, refine_mask
+
+
+def test_crop_round_trip_and_pixel_convention():
+    crop = CropTransform(x0=-20, y0=30, side=200, size=100, frame_width=160, frame_height=300)
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-50, 300, size=(10, 3))
+    assert np.allclose(crop.crop_to_frame(crop.frame_to_crop(pts)), pts)
+    # Frame pixel (x, y) covers [x, x+1); a 2x downscale maps the 2x2 block at (-20+2u, 30+2v)
+    # onto crop pixel (u, v), whose centre is (u+0.5, v+0.5).
+    frame = np.zeros((300, 160), np.float32)
+    frame[30 + 2 * 40 : 30 + 2 * 41, 2 * 35 - 20 : 2 * 36 - 20] = 1.0
+    out = crop.apply(frame)
+    assert out.shape == (100, 100) and np.argwhere(out > 0.99).tolist() == [[40, 35]]
+    centre = crop.frame_to_crop(np.array([2 * 35 - 20 + 1.0, 30 + 2 * 40 + 1.0]))
+    assert np.allclose(centre, [35.5, 40.5])
+    # x < 0 is padding: black by default, the edge pixel with pad="edge".
+    ones = np.ones((300, 160, 3), np.uint8)
+    assert crop.apply(ones)[:, :10].max() == 0 and crop.apply(ones, pad="edge").min() == 1
+    assert crop.inside == (10.0, 0.0, 90.0, 100.0)
+    assert CropTransform.from_dict(crop.to_dict()) == crop
+
+
+def test_fit_crop_is_robust_to_outlier_frames():
+    base = np.stack(np.meshgrid(np.linspace(100, 200, 20), np.linspace(50, 170, 24)), -1).reshape(-1, 2)
+    lmk = np.repeat(base[None, :478], 40, 0).astype(np.float64)
+    lmk[3] += 250  # one far-off frame does not move the crop
+    valid = np.ones(40, bool)
+    valid[5] = False
+    lmk[5] = np.nan
+    crop = fit_crop(CropConfig(size=64, scale=2.0, shift_up=0.0, percentile=5.0), lmk, valid, 400, 400)
+    assert crop.side == 240 and (crop.x0, crop.y0) == (30, -10)
+
+
+def test_mask_covers_the_face_not_the_corners():
+    image = astronaut()
+    det = detect_landmarks(DetectConfig(), [image])
+    crop = fit_crop(CropConfig(size=256), det.landmarks, det.valid, 512, 512)
+    rgb = crop.apply(image)
+    lmk = crop.frame_to_crop(det.landmarks[0])
+    with Segmenter(SegmentConfig()) as seg:
+        mask = seg(rgb, lmk, crop.inside)
+    x, y = np.clip(lmk[:, :2].astype(int), 0, 255).T
+    assert mask[y, x].mean() > 0.98  # every landmark is foreground
+    for corner in (mask[:20, :20], mask[:20, -20:]):
+        assert not corner.any()
+    # Nothing more than the neck allowance below the chin.
+    chin_y, face_h = lmk[152, 1], lmk[152, 1] - lmk[10, 1]
+    rows = np.nonzero(mask.any(1))[0]
+    assert rows.max() <= chin_y + 0.5 * face_h + 2
+
+
+def test_refine_mask_fills_holes_and_drops_other_blobs():
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:40, 10:40] = 1.0
+    prob[20:25, 20:25] = 0.0  # a hole (an open mouth the segmenter missed)
+    prob[50:60, 50:60] = 1.0  # someone else
+    mask = refine_mask(SegmentConfig(neck_below_chin=None), prob, None)
+    assert mask[22, 22] and not mask[55, 55] and mask.sum() == 900
