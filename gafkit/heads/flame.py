@@ -77,9 +77,20 @@ class FlameHead(HeadModel):
         self.expression_names = [str(i) for i in range(exprdirs.shape[-1])]
         self.parents = list(FLAME_PARENTS)
         self.landmarks = landmarks
-        self.uvs = uvs
-        self.face_uvs = face_uvs
+        # None stays None: registering it keeps ``uvs``/``face_uvs`` moving with the module when present.
+        self.register_buffer("uvs", None if uvs is None else uvs.float())
+        self.register_buffer("face_uvs", None if face_uvs is None else face_uvs.long())
         self.regions = flame_regions(self.template, self.faces, self.weights, self.j_regressor @ self.template)
+        for name, idx in self.regions.items():
+            self.register_buffer(f"_region_{name}", idx, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        # ``regions`` and ``landmarks`` are plain attributes of the interface: move them with the buffers.
+        out = super()._apply(fn, recurse)
+        self.regions = {k: getattr(self, f"_region_{k}") for k in self.regions}
+        if self.landmarks is not None:
+            self.landmarks = LandmarkEmbedding(faces=fn(self.landmarks.faces), bary=fn(self.landmarks.bary))
+        return out
 
     @property
     def n_shape(self) -> int:
@@ -138,6 +149,10 @@ class FlameHead(HeadModel):
         if "vt" in data and "ft" in data:  # texture coordinates, when the file carries them
             uvs = torch.from_numpy(np.asarray(data["vt"], dtype=np.float32))
             face_uvs = torch.from_numpy(np.asarray(data["ft"], dtype=np.int64))
+            if (uvs.ndim != 2 or uvs.shape[1] != 2 or face_uvs.shape != arrays["f"].shape
+                    or int(face_uvs.min()) < 0 or int(face_uvs.max()) >= uvs.shape[0]):
+                raise InputError(path, f"vt {tuple(uvs.shape)} / ft {tuple(face_uvs.shape)} do not match "
+                                       f"the {len(arrays['f'])} triangles")
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
         return cls(
             template=t(arrays["v_template"]),

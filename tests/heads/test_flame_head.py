@@ -206,3 +206,27 @@ def test_corrupt_cache_entry_is_named(tmp_path, flame_file, monkeypatch):
     entry.write_bytes(b"truncated")
     with pytest.raises(InputError, match="delete it"):
         load_cached_embedding(flame_file[0])
+
+
+def test_double_precision_moves_everything(head, flame_file):
+    # .double() must also convert the plain-attribute landmarks, so landmark_points works after it.
+    model = copy.deepcopy(head)
+    model.landmarks = LandmarkEmbedding(faces=torch.tensor([1, 2]), bary=torch.full((2, 3), 1 / 3))
+    model = model.double()
+    assert model.landmarks.bary.dtype == torch.float64 and model.regions["eyes"].dtype == torch.long
+    params = random_params(head, batch=2, seed=7)
+    params = type(params)(**{k: v.double() for k, v in params.tensors().items()})
+    verts = model(params)
+    assert verts.dtype == torch.float64 and model.landmark_points(verts).shape == (2, 2, 3)
+    # float64 buffers came from float32 ones, so compare to the reference at float32 resolution.
+    assert np.abs(verts.numpy() - reference_vertices(flame_file[1], params)).max() < 1e-5
+
+
+def test_texture_coordinates_when_present(tmp_path, flame_file):
+    arrays = dict(flame_file[1])
+    arrays["vt"] = np.random.default_rng(0).random((len(arrays["f"]) * 3, 2))
+    arrays["ft"] = np.arange(len(arrays["f"]) * 3).reshape(-1, 3)
+    np.savez(tmp_path / "with_uv.npz", **arrays)
+    model = FlameHead.from_pickle(tmp_path / "with_uv.npz", n_shape=10, n_expr=10)
+    assert model.uvs.shape == (len(arrays["vt"]), 2) and model.face_uvs.dtype == torch.long
+    torch.testing.assert_close(model.uvs, torch.from_numpy(arrays["vt"]).float())
