@@ -2,7 +2,8 @@
 
 FLAME's own landmark embeddings are not in the model file and the third-party ones carry
 non-commercial licences, so gafkit derives a mediapipe embedding from the user's own FLAME template
-(:func:`gafkit.heads.landmark_embedding.build_landmark_embedding`) once and keeps it here:
+(:func:`ensure_landmark_embedding`, through :func:`gafkit.heads.landmark_embedding.embed_landmarks`)
+once and keeps it here:
 ``$GAFKIT_CACHE`` (default ``~/.cache/gafkit``) ``/landmarks/flame-<sha256 of the model file>.npz``
 holding ``faces [L]`` (int64) and ``bary [L, 3]`` (float32). Keying on the file's content means a
 different FLAME release (2020, 2023, 2023 Open) never reuses another's embedding.
@@ -19,9 +20,10 @@ import torch
 
 from gafkit.artifact import atomic_write_bytes, sha256_file
 from gafkit.errors import InputError
-from gafkit.heads.base import LandmarkEmbedding
+from gafkit.heads.base import HeadModel, LandmarkEmbedding
 
-__all__ = ["cache_root", "cache_path", "load_cached_embedding", "save_cached_embedding"]
+__all__ = ["cache_root", "cache_path", "load_cached_embedding", "save_cached_embedding",
+           "ensure_landmark_embedding"]
 
 CACHE_ENV = "GAFKIT_CACHE"
 
@@ -70,3 +72,22 @@ def save_cached_embedding(model_file: str | Path, embedding: LandmarkEmbedding) 
              bary=embedding.bary.detach().cpu().numpy().astype(np.float32))
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def ensure_landmark_embedding(model: HeadModel, model_file: str | Path) -> LandmarkEmbedding:
+    """Attach the landmark embedding of ``model`` (loaded from ``model_file``), building it on first use.
+
+    The cached entry is used when there is one; otherwise the neutral template is rendered and
+    mediapipe run on it (:func:`~gafkit.heads.landmark_embedding.embed_landmarks`, a few seconds on a
+    CPU), and the result is cached for next time. All of FLAME is rendered: it has no mouth interior
+    or teeth that would need hiding.
+    """
+    embedding = load_cached_embedding(model_file)
+    if embedding is None:
+        from gafkit.heads.landmark_embedding import embed_landmarks  # mediapipe: imported only to build
+
+        embedding = embed_landmarks(model.template.detach().cpu(), model.faces.detach().cpu())
+        save_cached_embedding(model_file, embedding)
+    model.landmarks = LandmarkEmbedding(faces=embedding.faces.to(model.faces.device),
+                                        bary=embedding.bary.to(model.template))
+    return model.landmarks

@@ -230,3 +230,25 @@ def test_texture_coordinates_when_present(tmp_path, flame_file):
     model = FlameHead.from_pickle(tmp_path / "with_uv.npz", n_shape=10, n_expr=10)
     assert model.uvs.shape == (len(arrays["vt"]), 2) and model.face_uvs.dtype == torch.long
     torch.testing.assert_close(model.uvs, torch.from_numpy(arrays["vt"]).float())
+
+
+def test_ensure_landmark_embedding_builds_once(tmp_path, flame_file, monkeypatch):
+    import gafkit.heads.landmark_embedding as builder
+    from gafkit.heads.landmark_cache import ensure_landmark_embedding
+
+    monkeypatch.setenv("GAFKIT_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_embed(vertices, faces, **kw):  # stands in for the mediapipe renders, which need a real face
+        calls.append((vertices.shape, faces.shape))
+        return LandmarkEmbedding(faces=torch.tensor([3, 4]), bary=torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+
+    monkeypatch.setattr(builder, "embed_landmarks", fake_embed)
+    model = FlameHead.from_pickle(flame_file[0])
+    first = ensure_landmark_embedding(model, flame_file[0])
+    assert calls == [(model.template.shape, model.faces.shape)] and model.landmarks is first
+    again = FlameHead.from_pickle(flame_file[0])
+    assert again.landmarks is not None  # from_pickle picks up the cached entry
+    ensure_landmark_embedding(again, flame_file[0])
+    assert len(calls) == 1
+    torch.testing.assert_close(again.landmarks.faces, torch.tensor([3, 4]))
