@@ -43,7 +43,7 @@ def _global(
 
 def _register() -> None:
     # Each module adds its commands to `app`; heavy imports stay inside command bodies.
-    from gafkit.cli import doctor  # noqa: F401
+    from gafkit.cli import assets, doctor, head  # noqa: F401
 
 
 _register()
