@@ -75,7 +75,7 @@ ICT_LAYOUT = ICTLayout(
 
 def read_obj_vertices(path: Path) -> np.ndarray:
     """The ``v`` rows of an OBJ as float64 [V, 3], parsed in one numpy call (files are ~2.5 MB)."""
-    text = _read_text(path)
+    text = "\n" + _read_text(path)  # so a first-line vertex also starts with "\nv "
     start = text.find("\nv ")
     if start < 0:
         raise InputError(path, "no vertices ('v' lines) in this OBJ file")
