@@ -49,8 +49,10 @@ class ICTHead(HeadModel):
         self.register_buffer("landmarks68_vertices", t("landmarks68_vertices", torch.long))
         # int8 modes times their per-mode scale, as stored by the converter.
         identity = t("identity_q") * t("identity_scale")[:, None, None]
-        self.register_buffer("identity_basis", identity.reshape(identity.shape[0], n_vert * 3))
-        self.register_buffer("expr_basis", _dense_expressions(arrays, n_vert))
+        self._n_identity = identity.shape[0]
+        # One [S+E, V*3] matrix so a frame's deformation is a single matmul.
+        basis = torch.cat([identity.reshape(self._n_identity, n_vert * 3), _dense_expressions(arrays, n_vert)])
+        self.register_buffer("basis", basis)
         self.regions = {k.split(".", 1)[1]: t(k, torch.long) for k in sorted(arrays) if k.startswith("region.")}
         for name, idx in self.regions.items():
             self.register_buffer(f"_region_{name}", idx, persistent=False)
@@ -83,8 +85,16 @@ class ICTHead(HeadModel):
         return out
 
     @property
+    def identity_basis(self) -> Float[Tensor, "S V3"]:
+        return self.basis[: self._n_identity]
+
+    @property
+    def expr_basis(self) -> Float[Tensor, "E V3"]:
+        return self.basis[self._n_identity:]
+
+    @property
     def n_shape(self) -> int:
-        return self.identity_basis.shape[0]
+        return self._n_identity
 
     @property
     def has_eye_joints(self) -> bool:
@@ -100,8 +110,8 @@ class ICTHead(HeadModel):
         torch.Size([4, 24591, 3])
         """
         n_batch, n_vert = params.batch_size, self.template.shape[0]
-        blend = params.shape @ self.identity_basis + params.expr @ self.expr_basis  # [B, V*3]
-        verts = self.template + blend.reshape(n_batch, n_vert, 3)
+        coeffs = torch.cat([params.shape, params.expr], dim=1)
+        verts = torch.addmm(self.template.reshape(1, -1), coeffs, self.basis).reshape(n_batch, n_vert, 3)
         if params.offsets is not None:
             verts = verts + params.offsets
         parts = []
@@ -112,7 +122,7 @@ class ICTHead(HeadModel):
             center = self.eyeball_centers[side] + (eye - self.template[idx]).mean(1, keepdim=True)
             rot = axis_angle_to_matrix(params.eyes[:, 3 * side:3 * side + 3])
             parts.append((idx, torch.einsum("bij,bnj->bni", rot, eye - center) + center))
-        verts = verts.clone()
+        # In place is safe: nothing above saved ``verts`` for backward (addmm and gathers keep their inputs).
         for idx, eye in parts:
             verts[:, idx] = eye
         return verts
