@@ -240,9 +240,12 @@ def rasterize_to_pixels(
     n_cams, _, dim = features.shape
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
     device, dtype = means2d.device, means2d.dtype
-    offs = torch.arange(TILE, device=device, dtype=dtype) + 0.5
-    pix_x = offs.repeat(TILE)  # pixel p of a tile sits at (p % TILE, p // TILE)
-    pix_y = offs.repeat_interleave(TILE)
+    # Pixel centres relative to their tile's centre, as the monomials of a quadratic form, so that each
+    # tile's [pixels, Gaussians] exponents come out of one batched matmul (small coordinates keep the
+    # expanded quadratic accurate in float32).
+    offs = torch.arange(TILE, device=device, dtype=dtype) + 0.5 - TILE / 2
+    px, py = offs.repeat(TILE), offs.repeat_interleave(TILE)  # pixel p of a tile is (p % TILE, p // TILE)
+    monomials = torch.stack([px * px, px * py, py * py, px, py, torch.ones_like(px)], dim=-1)  # [P, 6]
     images = []
     for cam in range(n_cams):
         gauss, _, per_tile = _tile_lists(means2d[cam], radii[cam], depths[cam], tiles_x, tiles_y)
@@ -250,8 +253,8 @@ def rasterize_to_pixels(
         out = torch.zeros(tiles_x * tiles_y, TILE * TILE, dim + 1, device=device, dtype=dtype)
         busy = torch.nonzero(per_tile).squeeze(1)
         busy = busy[torch.argsort(per_tile[busy], descending=True)]
-        # Per-tile Gaussian (and so pixel) data: the features carry alpha as an extra last channel.
         g_xy, g_conic = means2d[cam], conics[cam]
+        # Alpha rides along as a last feature channel of ones: the same weighted sum accumulates it.
         g_feat = torch.cat([features[cam], torch.ones_like(features[cam][:, :1])], dim=-1)
         parts, done = [], 0
         while done < busy.numel():
@@ -261,22 +264,26 @@ def rasterize_to_pixels(
             done += n_t
             slot = torch.arange(k_max, device=device)
             present = slot[None] < per_tile[tiles, None]
-            entry = (starts[tiles, None] + slot[None]).clamp_max(max(gauss.numel() - 1, 0))
-            gid = gauss[entry]  # [T, K]
-            tx, ty = (tiles % tiles_x).to(dtype) * TILE, (tiles // tiles_x).to(dtype) * TILE
-            dx = g_xy[gid, 0][:, None, :] - (tx[:, None] + pix_x)[:, :, None]  # [T, P, K]
-            dy = g_xy[gid, 1][:, None, :] - (ty[:, None] + pix_y)[:, :, None]
-            conic = g_conic[gid]
-            sigma = 0.5 * (conic[..., 0][:, None] * dx * dx + conic[..., 2][:, None] * dy * dy)
-            sigma = sigma + conic[..., 1][:, None] * dx * dy
-            alpha = (opacities[gid][:, None] * torch.exp(-sigma)).clamp_max(ALPHA_MAX)
-            alpha = torch.where((alpha >= ALPHA_MIN) & present[:, None], alpha, torch.zeros_like(alpha))
+            gid = gauss[(starts[tiles, None] + slot[None]).clamp_max(max(gauss.numel() - 1, 0))]  # [T, K]
+            centre_x = (tiles % tiles_x).to(dtype) * TILE + TILE / 2
+            centre_y = (tiles // tiles_x).to(dtype) * TILE + TILE / 2
+            mx, my = g_xy[gid, 0] - centre_x[:, None], g_xy[gid, 1] - centre_y[:, None]
+            a, b, c = g_conic[gid].unbind(-1)
+            # -sigma = -(0.5 a dx^2 + b dx dy + 0.5 c dy^2) with dx = mx - px, expanded in px, py.
+            neg_coeffs = torch.stack(
+                [-0.5 * a, -b, -0.5 * c, a * mx + b * my, b * mx + c * my,
+                 -(0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my)],
+                dim=1,
+            )  # [T, 6, K]
+            # Padding slots get opacity 0, so the 1/255 cut drops them with the faint ones.
+            opac = torch.where(present, opacities[gid], torch.zeros_like(mx))
+            alpha = (opac[:, None] * torch.exp(monomials @ neg_coeffs)).clamp_max(ALPHA_MAX)  # [T, P, K]
+            alpha = alpha * (alpha >= ALPHA_MIN)
             trans = torch.cumprod(1 - alpha, dim=-1)
             # Transmittance only falls, so "stop before T <= 1e-4" keeps a prefix of each pixel's list.
-            alpha = torch.where(trans > T_MIN, alpha, torch.zeros_like(alpha))
+            alpha = alpha * (trans > T_MIN)
             trans_before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], dim=-1)
-            weights = alpha * trans_before
-            parts.append(torch.einsum("tpk,tkd->tpd", weights, g_feat[gid]))
+            parts.append((alpha * trans_before) @ g_feat[gid])
         if parts:
             out = out.index_copy(0, busy, torch.cat(parts))
         img = out.reshape(tiles_y, tiles_x, TILE, TILE, dim + 1).permute(0, 2, 1, 3, 4)

@@ -42,11 +42,11 @@ def cameras(width: int, height: int) -> Cameras:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1.0 / torch.mean((a - b) ** 2)))
+    return float(10 * torch.log10(1.0 / torch.mean((a.detach() - b.detach()) ** 2)))
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
+    return float(torch.nn.functional.cosine_similarity(a.detach().flatten().double(), b.detach().flatten().double(), dim=0))
 
 
 def test_gsplat_backend_loads():
