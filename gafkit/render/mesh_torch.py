@@ -121,11 +121,30 @@ def rasterize_mesh(
     height, width = cameras.height, cameras.width
     uv, depth = cameras.project(vertices)
     tri_id = _zbuffer(uv.detach(), depth.detach(), faces, width, height, near, far)
-    mask = tri_id >= 0
-    # Differentiable barycentrics of the winners at the pixel centres.
-    safe = tri_id.clamp(min=0).view(tri_id.shape[0], -1)  # [C, HW]
-    corners = faces[safe]  # [C, HW, 3]
-    cam_idx = torch.arange(tri_id.shape[0], device=tri_id.device)[:, None, None]
+    bary, depth_map = pixel_bary(uv, depth, faces, tri_id)
+    return MeshRaster(tri_id=tri_id, bary=bary, depth=depth_map, mask=tri_id >= 0)
+
+
+def pixel_bary(
+    uv: Float[Tensor, "C V 2"],
+    depth: Float[Tensor, "C V"],
+    faces: Int[Tensor, "F 3"],
+    tri_id: Int[Tensor, "C H W"],
+) -> tuple[Float[Tensor, "C H W 3"], Float[Tensor, "C H W"]]:
+    """Perspective-correct barycentrics and depth at pixel centres for given visible faces.
+
+    Differentiable w.r.t. the projected vertices ``uv`` (pixels) and ``depth`` (camera z); both
+    backends use it, so their vertex gradients agree. Pixels with ``tri_id < 0`` get zeros.
+
+    >>> uv = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]]])
+    >>> bary, z = pixel_bary(uv, torch.ones(1, 3), torch.tensor([[0, 1, 2]]), torch.zeros(1, 1, 1).long())
+    >>> bary.flatten().tolist(), z.item()
+    ([0.75, 0.125, 0.125], 1.0)
+    """
+    n_cam, height, width = tri_id.shape
+    mask = (tri_id >= 0).view(n_cam, -1, 1)
+    corners = faces[tri_id.clamp(min=0).view(n_cam, -1)]  # [C, HW, 3]
+    cam_idx = torch.arange(n_cam, device=tri_id.device)[:, None, None]
     p = uv[cam_idx, corners]  # [C, HW, 3, 2]
     z = depth[cam_idx, corners]  # [C, HW, 3]
     ys, xs = torch.meshgrid(
@@ -140,14 +159,11 @@ def rasterize_mesh(
     l1 = d[..., 2, 0] * d[..., 0, 1] - d[..., 0, 0] * d[..., 2, 1]
     l2 = d[..., 0, 0] * d[..., 1, 1] - d[..., 1, 0] * d[..., 0, 1]
     lam = torch.stack([l0, l1, l2], -1)
-    lam = lam / lam.sum(-1, keepdim=True).where(
-        mask.view(mask.shape[0], -1, 1), torch.ones_like(lam[..., :1])
-    )
+    ones = torch.ones_like(lam[..., :1])
+    lam = lam / lam.sum(-1, keepdim=True).where(mask, ones)
     # Perspective correction: weights proportional to lambda_i / z_i.
-    w = lam / z.where(mask.view(mask.shape[0], -1, 1), torch.ones_like(z))
-    denom = w.sum(-1, keepdim=True)
-    bary = w / denom.where(mask.view(mask.shape[0], -1, 1), torch.ones_like(denom))
-    bary = torch.where(mask.view(mask.shape[0], -1, 1), bary, torch.zeros_like(bary))
-    bary = bary.view(*tri_id.shape, 3)
-    depth_map = torch.where(mask, (bary * z.view(*tri_id.shape, 3)).sum(-1), torch.zeros_like(bary[..., 0]))
-    return MeshRaster(tri_id=tri_id, bary=bary, depth=depth_map, mask=mask)
+    w = lam / z.where(mask, torch.ones_like(z))
+    bary = w / w.sum(-1, keepdim=True).where(mask, ones)
+    bary = torch.where(mask, bary, torch.zeros_like(bary))
+    depth_map = torch.where(mask, (bary * z).sum(-1, keepdim=True), torch.zeros_like(ones))
+    return bary.view(n_cam, height, width, 3), depth_map.view(n_cam, height, width)

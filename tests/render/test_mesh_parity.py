@@ -87,3 +87,15 @@ def test_vertex_gradients_agree(scene):
     cos = torch.nn.functional.cosine_similarity(grads["nvdiffrast"], grads["torch"], dim=0)
     assert cos > 0.98, float(cos)
     assert math.isclose(grads["nvdiffrast"].norm().item(), grads["torch"].norm().item(), rel_tol=0.05)
+
+
+def test_antialias_gives_silhouette_gradients(scene):
+    verts, faces, cams = scene
+    grads = {}
+    for aa in (False, True):
+        v = verts.clone().requires_grad_(True)
+        rgb, _ = render_shaded(v, faces, cams, colors=torch.ones_like(v), ambient=1.0, antialias=aa)
+        # With ambient 1 and white albedo the image is a coverage mask: only antialiasing moves it.
+        rgb.sum().backward()
+        grads[aa] = v.grad.abs().sum().item()
+    assert grads[True] > 1.0 and grads[True] > 1000 * grads[False]
