@@ -150,10 +150,11 @@ def fit_landmarks(
     cx, cy = width / 2, height / 2
     params = model.zero_params(n, device)
     emb_faces, emb_bary = model.landmarks.faces.to(device), model.landmarks.bary.to(device)
-    tri = model.faces[emb_faces]  # [L, 3]
+    # Only the landmark triangles' vertices are posed in the loop (a few % of the mesh).
+    used, tri = torch.unique(model.faces[emb_faces], return_inverse=True)  # tri: [L, 3] into used
 
     def landmark_corners(p: HeadParams) -> Tensor:
-        verts = model(p)  # [N, V, 3]
+        verts = model(p, vertex_ids=used)  # [N, K, 3]
         return verts[:, tri]  # [N, L, 3, 3]
 
     # Initial translation: put the mean landmark depth where the detected face size says it is.

@@ -9,10 +9,10 @@
     head_params.npz             HeadParams of every frame, stacked [N, ...], plus ``head_model``
     canonical_params.npz        the shared identity with neutral expression/pose
     flame_param/NNNNN.npz, canonical_flame_param.npz   (FLAME only) the same in VHAP's per-frame keys
-    frames.json                 per frame: original index, timestamp (s), status
-    tracking.json               per-frame and summary fit metrics (track only)
+    frames.json                 (track) every decoded frame: original index, timestamp, status, reason
+    tracking.json               (track) per-frame and summary fit metrics
 
-Frames that failed tracking are not in the artifact; ``frames.json`` lists them.
+Frames that failed tracking are not in ``transforms.json``; ``frames.json`` lists them with the reason.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def write_sequence(
     entries = []
     for i in range(n):
         entry = {**nerf[i], "file_path": image_files[i], "fg_mask_path": mask_files[i], "timestep_index": i,
-                 "timestep_index_original": int(frames[i].get("index", i)), "camera_index": 0}
+                 "timestep_index_original": int(frames[i].get("index", i)),
+                 "timestamp": float(frames[i].get("timestamp", 0.0)), "camera_index": 0}
         if head_model == "flame":
             entry["flame_param_path"] = f"flame_param/{i:05d}.npz"
         entries.append(entry)
@@ -114,7 +115,6 @@ def write_sequence(
         for i in range(n):
             np.savez(root / "flame_param" / f"{i:05d}.npz", **_vhap_dict(params[i]))
         np.savez(root / "canonical_flame_param.npz", **_vhap_dict(canonical))
-    _write_json(root / "frames.json", list(frames))
 
 
 def _vhap_dict(p: HeadParams) -> dict[str, np.ndarray]:
@@ -135,7 +135,6 @@ def load_sequence(root: str | Path, device: torch.device | str = "cpu") -> Track
     manifest = read_manifest(root, KIND)
     try:
         transforms = json.loads((root / "transforms.json").read_text(encoding="utf-8"))
-        frames = json.loads((root / "frames.json").read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise InputError(root, f"incomplete tracked sequence: {Path(err.filename).name} is missing") from None
     except ValueError as err:
@@ -146,9 +145,10 @@ def load_sequence(root: str | Path, device: torch.device | str = "cpu") -> Track
     params = HeadParams.load_npz(root / "head_params.npz", device)
     images = [root / e["file_path"] for e in entries]
     masks = [root / e.get("fg_mask_path", "") for e in entries]
-    if params.batch_size != len(entries) or len(frames) != len(entries):
-        raise InputError(root, f"{len(entries)} frames in transforms.json but {params.batch_size} parameter "
-                               f"sets and {len(frames)} frames.json entries")
+    if params.batch_size != len(entries):
+        raise InputError(root, f"{len(entries)} frames in transforms.json but {params.batch_size} parameter sets")
+    frames = [{"index": e.get("timestep_index_original", i), "timestamp": e.get("timestamp", 0.0)}
+              for i, e in enumerate(entries)]
     missing = [p for p in images + masks if not p.is_file()]
     if missing:
         raise InputError(missing[0], f"missing ({len(missing)} image/mask files of the sequence are missing)")

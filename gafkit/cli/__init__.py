@@ -43,7 +43,13 @@ def _global(
 
 def _register() -> None:
     # Each module adds its commands to `app`; heavy imports stay inside command bodies.
-    from gafkit.cli import assets, doctor, head  # noqa: F401
+    from gafkit.cli import (  # noqa: F401
+        assets,
+        doctor,
+        head,
+        synth,  # noqa: F401
+        track,
+    )
 
 
 _register()

@@ -120,6 +120,8 @@ class HeadModel(nn.Module):
     """
 
     name: str
+    expr_bounds: tuple[float, float] | None = None
+    """Valid range of the expression coefficients (ICT's blendshape weights: 0..1), or None."""
     expression_names: list[str]
     regions: dict[str, Tensor]
     landmarks: LandmarkEmbedding | None
@@ -160,12 +162,22 @@ class HeadModel(nn.Module):
         """Unposed-to-posed vertices *before* the global rotation/translation (model specific)."""
         raise NotImplementedError
 
-    def forward(self, params: HeadParams) -> Float[Tensor, "B V 3"]:
-        """Posed vertices ``[B, V, 3]``: model deformation, then head rotation about ``pivot`` and translation."""
-        verts = self.deform(params)
+    def deform_subset(self, params: HeadParams, vertex_ids: Int[Tensor, " K"]) -> Float[Tensor, "B K 3"]:
+        """:meth:`deform` restricted to ``vertex_ids``. Models override it when they can compute a few
+        vertices much faster than all of them (tracking poses only the landmark triangles)."""
+        return self.deform(params)[:, vertex_ids]
+
+    def pose(self, verts: Float[Tensor, "B K 3"], params: HeadParams) -> Float[Tensor, "B K 3"]:
+        """Head rotation about ``pivot``, then translation."""
         rot = axis_angle_to_matrix(params.rotation)  # [B, 3, 3]
         verts = torch.einsum("bij,bvj->bvi", rot, verts - self.pivot) + self.pivot
         return verts + params.translation[:, None, :]
+
+    def forward(self, params: HeadParams, vertex_ids: Int[Tensor, " K"] | None = None) -> Float[Tensor, "B V 3"]:
+        """Posed vertices ``[B, V, 3]`` (or ``[B, K, 3]`` for ``vertex_ids``): model deformation, then
+        head rotation about ``pivot`` and translation."""
+        verts = self.deform(params) if vertex_ids is None else self.deform_subset(params, vertex_ids)
+        return self.pose(verts, params)
 
     def vertex_normals(self, vertices: Float[Tensor, "B V 3"]) -> Float[Tensor, "B V 3"]:
         return vertex_normals(vertices, self.faces)

@@ -51,6 +51,7 @@ def test_round_trip_with_vhap_files(tmp_path):
     assert flame["expr"].shape == (1, 4) and flame["shape"].shape == (5,) and flame["eyes_pose"].shape == (1, 6)
     test = json.loads((tmp_path / "seq/transforms_test.json").read_text())
     assert [f["timestep_index_original"] for f in test["frames"]] == [8]
+    assert seq.frames[4] == {"index": 8, "timestamp": pytest.approx(0.32)}
     canonical = np.load(tmp_path / "seq/canonical_params.npz")
     assert np.allclose(canonical["shape"], params.shape[:1].numpy()) and not canonical["expr"].any()
 
