@@ -3,9 +3,8 @@
 One public API over two backends with the same function names:
 
 - ``"nvdiffrast"`` (:mod:`gafkit.render.mesh_nvdiffrast`): CUDA only, optional dependency (NVIDIA
-  Source Code License, non-commercial); nvdiffrast finds the visible triangles, ``bary`` and
-  ``depth`` are recomputed with the torch backend's differentiable formula, so gradients reach the
-  vertices through ``bary`` and, with ``antialias=True``, through silhouette edges;
+  Source Code License, non-commercial); gradients reach the vertices through ``bary`` and, with
+  ``antialias=True``, through silhouette edges;
 - ``"torch"`` (:mod:`gafkit.render.mesh_torch`): pure PyTorch on any device; gradients reach the
   vertices through ``bary`` and through per-vertex attributes (e.g. normals);
 - ``"auto"``: nvdiffrast for CUDA tensors when it imports, torch otherwise.

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from gafkit.render.camera import Cameras
 from gafkit.render.mesh import MeshRaster
-from gafkit.render.mesh_torch import pixel_bary
 
 _CONTEXTS: dict[int, object] = {}
 
@@ -79,20 +78,13 @@ def rasterize_mesh(
     )
     tri_id = rast[..., 3].long() - 1
     mask = tri_id >= 0
-    # nvdiffrast decides visibility; barycentrics and depth are recomputed with the torch backend's
-    # differentiable formula so both backends give the same vertex gradients (nvdiffrast's own
-    # rasterize backward disagreed with finite differences in our parity tests).
-    uv, depth_v = cameras.project(vertices.float())
-    bary, depth = pixel_bary(uv, depth_v, faces, tri_id)
-    # Triangles clipped at the near plane have no valid projection: keep nvdiffrast's weights there.
+    u, v = rast[..., 0], rast[..., 1]
+    bary = torch.stack([u, v, 1.0 - u - v], -1)
+    bary = torch.where(mask[..., None], bary, torch.zeros_like(bary))
+    # Camera z is linear on the triangle, so perspective-correct weights interpolate it exactly.
     batch = torch.arange(len(cameras), device=mask.device)[:, None, None, None]
-    corner_z = depth_v[batch, faces[tri_id.clamp(min=0)]]  # [C, H, W, 3]
-    clipped = mask & (corner_z.detach() <= near).any(-1)
-    if clipped.any():
-        u, v = rast[..., 0].detach(), rast[..., 1].detach()
-        nv_bary = torch.stack([u, v, 1.0 - u - v], -1)
-        bary = torch.where(clipped[..., None], nv_bary, bary)
-        depth = torch.where(clipped, (nv_bary * corner_z).sum(-1), depth)
+    depth = (bary * cam_pts[..., 2][batch, faces[tri_id.clamp(min=0)]]).sum(-1)
+    depth = torch.where(mask, depth, torch.zeros_like(depth))
     return MeshRaster(tri_id=tri_id, bary=bary, depth=depth, mask=mask, native=(rast, clip, tri))
 
 

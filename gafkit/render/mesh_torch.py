@@ -133,8 +133,8 @@ def pixel_bary(
 ) -> tuple[Float[Tensor, "C H W 3"], Float[Tensor, "C H W"]]:
     """Perspective-correct barycentrics and depth at pixel centres for given visible faces.
 
-    Differentiable w.r.t. the projected vertices ``uv`` (pixels) and ``depth`` (camera z); both
-    backends use it, so their vertex gradients agree. Pixels with ``tri_id < 0`` get zeros.
+    Differentiable w.r.t. the projected vertices ``uv`` (pixels) and ``depth`` (camera z), which
+    is how vertex gradients reach ``bary``. Pixels with ``tri_id < 0`` get zeros.
 
     >>> uv = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]]])
     >>> bary, z = pixel_bary(uv, torch.ones(1, 3), torch.tensor([[0, 1, 2]]), torch.zeros(1, 1, 1).long())

@@ -47,8 +47,8 @@ def test_coverage_ids_bary_depth(scene):
     same = both & (nv.tri_id == ref.tri_id)
     assert same.sum() / both.sum() > 0.98
     assert (nv.bary[same] - ref.bary[same]).abs().max() < 2e-3
-    assert (nv.depth[both] - ref.depth[both]).abs().max() < 1e-2
-    assert (nv.depth[same] - ref.depth[same]).abs().mean() < 1e-4
+    assert (nv.depth[same] - ref.depth[same]).abs().max() < 1e-3
+    assert (nv.depth[both] - ref.depth[both]).abs().mean() < 2e-3
 
 
 @pytest.mark.parametrize("space", ["camera", "world"])
@@ -73,19 +73,28 @@ def test_antialiased_images_agree(scene):
 
 def test_vertex_gradients_agree(scene):
     verts, faces, cams = scene
-    target = torch.linspace(0, 1, verts.shape[1], device="cuda")[None, :, None].expand(1, -1, 3)
+    nv = rasterize_mesh(verts, faces, cams, backend="nvdiffrast")
+    ref = rasterize_mesh(verts, faces, cams, backend="torch")
+    flat, _ = render_normals(verts, faces, cams, smooth=False, backend="torch")
+    # Only pixels where both pick the same triangle and it faces the camera: at grazing silhouette
+    # triangles d(bary)/d(vertex) explodes and the two backends' winners differ, which would swamp
+    # the comparison (checked: the same winners give the same gradients).
+    keep = ref.mask & (nv.tri_id == ref.tri_id) & (flat[..., 2] < -0.3)
+    assert keep.float().mean() > 0.15
+    target = torch.linspace(0, 1, verts.shape[1], device="cuda")[None, :, None]
+    weight = (
+        torch.sin(torch.arange(keep.numel(), device="cuda").view_as(keep) * 0.37)[..., None] * keep[..., None]
+    )
     grads = {}
     for backend in ("nvdiffrast", "torch"):
         v = verts.clone().requires_grad_(True)
         raster = rasterize_mesh(v, faces, cams, backend=backend)
         # Attributes that depend on the vertices themselves plus fixed ones: both paths carry gradient.
-        attrs = torch.cat([v * 0.5, target.expand(v.shape[0], -1, -1)], -1)
-        img = interpolate(attrs, faces, raster)
-        weight = torch.sin(torch.arange(img.numel(), device="cuda").view_as(img) * 0.01)
-        (img * weight).sum().backward()
+        attrs = torch.cat([v * 0.5, target.expand(v.shape[0], -1, 3)], -1)
+        (interpolate(attrs, faces, raster) * weight).sum().backward()
         grads[backend] = v.grad.flatten()
     cos = torch.nn.functional.cosine_similarity(grads["nvdiffrast"], grads["torch"], dim=0)
-    assert cos > 0.98, float(cos)
+    assert cos > 0.99, float(cos)
     assert math.isclose(grads["nvdiffrast"].norm().item(), grads["torch"].norm().item(), rel_tol=0.05)
 
 
@@ -98,4 +107,4 @@ def test_antialias_gives_silhouette_gradients(scene):
         # With ambient 1 and white albedo the image is a coverage mask: only antialiasing moves it.
         rgb.sum().backward()
         grads[aa] = v.grad.abs().sum().item()
-    assert grads[True] > 1.0 and grads[True] > 1000 * grads[False]
+    assert grads[True] > 1.0 and grads[True] > 100 * grads[False]
