@@ -191,14 +191,14 @@ def spherical_harmonics(
 
 def _tile_lists(
     means2d: Tensor, radii: Tensor, depths: Tensor, tiles_x: int, tiles_y: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(gaussian ids sorted by tile then depth, tile id of each entry, entries per tile) for one camera."""
+) -> tuple[Tensor, Tensor]:
+    """(Gaussian ids sorted by tile, then depth within a tile; entries per tile) for one camera."""
     ids = torch.nonzero(radii[:, 0] > 0).squeeze(1)
     device = means2d.device
     n_tiles = tiles_x * tiles_y
     if ids.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, empty, torch.zeros(n_tiles, dtype=torch.long, device=device)
+        return empty, torch.zeros(n_tiles, dtype=torch.long, device=device)
     m = means2d.detach()[ids].double() / TILE
     r = radii[ids].double() / TILE
     x0 = torch.floor(m[:, 0] - r[:, 0]).clamp(0, tiles_x).long()
@@ -215,7 +215,7 @@ def _tile_lists(
     depth_rank[torch.argsort(depths.detach()[ids], stable=True)] = torch.arange(ids.numel(), device=device)
     order = torch.argsort(tile * ids.numel() + depth_rank[owner])
     per_tile = torch.bincount(tile, minlength=n_tiles)
-    return ids[owner[order]], tile[order], per_tile
+    return ids[owner[order]], per_tile
 
 
 def rasterize_to_pixels(
@@ -248,7 +248,7 @@ def rasterize_to_pixels(
     monomials = torch.stack([px * px, px * py, py * py, px, py, torch.ones_like(px)], dim=-1)  # [P, 6]
     images = []
     for cam in range(n_cams):
-        gauss, _, per_tile = _tile_lists(means2d[cam], radii[cam], depths[cam], tiles_x, tiles_y)
+        gauss, per_tile = _tile_lists(means2d[cam], radii[cam], depths[cam], tiles_x, tiles_y)
         starts = per_tile.cumsum(0) - per_tile
         out = torch.zeros(tiles_x * tiles_y, TILE * TILE, dim + 1, device=device, dtype=dtype)
         busy = torch.nonzero(per_tile).squeeze(1)
