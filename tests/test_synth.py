@@ -161,3 +161,20 @@ def test_existing_subject_needs_overwrite(subject):
     result = runner.invoke(app, ["synth", "-o", str(subject), "--frames", "1", "--size", "32"])
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert read_manifest(subject).extra["frames"] == FRAMES
+
+
+def test_flame_subject(tmp_path, monkeypatch):
+    from heads.flame_fixture import write_flame_pickle
+
+    monkeypatch.setenv("GAFKIT_CACHE", str(tmp_path / "cache"))  # no cached landmark embedding
+    model = tmp_path / "generic_model.pkl"
+    write_flame_pickle(model, layout="2020", n_expr=20, seed=1)
+    out = tmp_path / "flame_subject"
+    result = runner.invoke(app, ["synth", "-o", str(out), "--frames", "3", "--size", "32", "--head", "flame",
+                                 "--flame-model", str(model)])
+    assert result.exit_code == 0, result.output
+    seq = load_sequence(out)
+    assert seq.head_model == "flame" and len(seq) == 3
+    assert sorted(p.name for p in (out / "flame_param").iterdir()) == ["00000.npz", "00001.npz", "00002.npz"]
+    assert seq.params.jaw[:, 0].max() > 0 and (_png(seq.masks[0]) > 127).mean() > 0.05
+    assert read_manifest(out).inputs["flame_model"]["kind"] == "file"
