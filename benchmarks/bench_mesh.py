@@ -5,7 +5,7 @@ into a batch of cameras around it and encodes the normal maps as RGB, the way th
 consumes them. Prints one Markdown table row per backend.
 
 Usage:
-    python benchmarks/bench_mesh.py --device cpu                      # torch backend
+    python benchmarks/bench_mesh.py --device cpu --threads 2          # torch backend
     python benchmarks/bench_mesh.py --device cuda --backend torch nvdiffrast
 """
 
@@ -66,7 +66,11 @@ def main() -> None:
     parser.add_argument("--res", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timed duration per backend")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        # On a loaded machine extra intra-op threads spin against other processes and run slower.
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print("| backend | device | triangles | batch x res | ms / batch | normal maps / s |")
     print("|---|---|---|---|---|---|")
