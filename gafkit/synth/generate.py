@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from torch import Tensor
 from gafkit.artifact import write_artifact
 from gafkit.console import log, track
 from gafkit.errors import GafkitError
-from gafkit.heads import HeadModel, load_head_model
+from gafkit.heads import HeadModel, HeadParams, load_head_model
 from gafkit.render.camera import Cameras
 from gafkit.synth.appearance import load_photo, photo_colors, procedural_colors
 from gafkit.synth.config import SynthConfig
@@ -43,7 +42,7 @@ class Subject:
     """
 
     head: HeadModel
-    params: Any
+    params: HeadParams
     colors: Float[Tensor, "V 3"]
     camera: Cameras
     rest_center: Float[Tensor, " 3"]
