@@ -132,6 +132,22 @@ class HeadModel(nn.Module):
     uvs: Tensor | None
     face_uvs: Tensor | None
 
+    def set_regions(self, regions: dict[str, Tensor]) -> None:
+        """Keep ``regions`` as non-persistent buffers so ``.to()``/``.cuda()`` move them with the model."""
+        self.regions = dict(regions)
+        for name, idx in regions.items():
+            self.register_buffer(f"_region_{name}", idx, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        # ``regions`` and ``landmarks`` are plain attributes of the interface: move them with the buffers.
+        out = super()._apply(fn, recurse)
+        regions = getattr(self, "regions", {})
+        self.regions = {k: getattr(self, f"_region_{k}", None) if hasattr(self, f"_region_{k}") else fn(v)
+                        for k, v in regions.items()}
+        if getattr(self, "landmarks", None) is not None:
+            self.landmarks = LandmarkEmbedding(faces=fn(self.landmarks.faces), bary=fn(self.landmarks.bary))
+        return out
+
     @property
     def n_shape(self) -> int:
         raise NotImplementedError

@@ -80,17 +80,7 @@ class FlameHead(HeadModel):
         # None stays None: registering it keeps ``uvs``/``face_uvs`` moving with the module when present.
         self.register_buffer("uvs", None if uvs is None else uvs.float())
         self.register_buffer("face_uvs", None if face_uvs is None else face_uvs.long())
-        self.regions = flame_regions(self.template, self.faces, self.weights, self.j_regressor @ self.template)
-        for name, idx in self.regions.items():
-            self.register_buffer(f"_region_{name}", idx, persistent=False)
-
-    def _apply(self, fn, recurse=True):
-        # ``regions`` and ``landmarks`` are plain attributes of the interface: move them with the buffers.
-        out = super()._apply(fn, recurse)
-        self.regions = {k: getattr(self, f"_region_{k}") for k in self.regions}
-        if self.landmarks is not None:
-            self.landmarks = LandmarkEmbedding(faces=fn(self.landmarks.faces), bary=fn(self.landmarks.bary))
-        return out
+        self.set_regions(flame_regions(self.template, self.faces, self.weights, self.j_regressor @ self.template))
 
     @property
     def n_shape(self) -> int:

@@ -54,9 +54,7 @@ class ICTHead(HeadModel):
         # One [S+E, V*3] matrix so a frame's deformation is a single matmul.
         basis = torch.cat([identity.reshape(self._n_identity, n_vert * 3), _dense_expressions(arrays, n_vert)])
         self.register_buffer("basis", basis)
-        self.regions = {k.split(".", 1)[1]: t(k, torch.long) for k in sorted(arrays) if k.startswith("region.")}
-        for name, idx in self.regions.items():
-            self.register_buffer(f"_region_{name}", idx, persistent=False)
+        self.set_regions({k.split(".", 1)[1]: t(k, torch.long) for k in sorted(arrays) if k.startswith("region.")})
         self.landmarks = None
         if "landmarks.faces" in arrays:
             self.landmarks = LandmarkEmbedding(faces=t("landmarks.faces", torch.long), bary=t("landmarks.bary"))
@@ -76,14 +74,6 @@ class ICTHead(HeadModel):
         if raw_meta is None or "template" not in arrays:
             raise InputError(path, "not a gafkit ICT head asset (no 'gafkit' metadata or template)")
         return cls(arrays, json.loads(raw_meta))
-
-    def _apply(self, fn, recurse=True):
-        # Keep the plain-dict region and landmark tensors on the module's device and dtype rules.
-        out = super()._apply(fn, recurse)
-        self.regions = {k: getattr(self, f"_region_{k}") for k in self.regions}
-        if self.landmarks is not None:
-            self.landmarks = LandmarkEmbedding(faces=fn(self.landmarks.faces), bary=fn(self.landmarks.bary))
-        return out
 
     @property
     def identity_basis(self) -> Float[Tensor, "S V3"]:
