@@ -64,8 +64,13 @@ class CropConfig:
     percentile: float = 5.0
     """The robust face box spans the ``percentile``..``100 - percentile`` range of the per-frame
     landmark boxes over all good frames, ignoring a few outlier frames."""
+    min_scale: float = 1.6
+    """Where the ``scale`` window does not fit in the frame it is shifted inside, and shrinks towards
+    the frame's shorter side, keeping at least the frame content of a ``min_scale`` window (head and
+    hair); it pads only beyond that. ``min_scale >= scale`` never shrinks (it still shifts)."""
     pad: Literal["black", "edge"] = "black"
-    """How crop pixels outside the frame are filled: zeros, or the nearest frame pixel."""
+    """How crop pixels outside the frame are filled, where padding is unavoidable: zeros, or the
+    nearest frame pixel. The masks mark padded pixels as background either way."""
 
 
 @dataclass

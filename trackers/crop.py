@@ -6,6 +6,13 @@ camera motion. The window is derived from the landmark boxes of all good frames,
 (percentiles of the per-frame boxes, so a few bad frames do not move it), enlarged by
 ``CropConfig.scale`` for hair, ears and neck and moved up by ``shift_up`` face heights.
 
+Padding outside the frame adds no picture, only black (or smeared) borders that waste resolution,
+so the window is then fitted to the frame (:func:`place_window`): it is shifted inside the frame,
+and where it is larger than the frame's shorter side it shrinks, but never below the part of the
+frame that a ``min_scale`` window shows ("essential" content: head and hair, little background).
+Padding remains only when that essential part is taller/wider than the frame's shorter side (a
+close-up whose head fills a landscape frame), and then as little as possible.
+
 The window has integer corners and side in frame pixels, so cutting it out is exact, and resizing
 uses OpenCV's half-pixel-centre mapping, which matches the convention that pixel ``j`` covers
 ``[j, j+1)``. Conversions are therefore exact affine maps::
@@ -125,9 +132,42 @@ def fit_crop(
     p = cfg.percentile
     left, top = np.percentile(lo, p, axis=0)
     right, bottom = np.percentile(hi, 100 - p, axis=0)
-    centre_x = (left + right) / 2
-    centre_y = (top + bottom) / 2 - cfg.shift_up * (bottom - top)
-    side = max(8, int(round(cfg.scale * max(right - left, bottom - top))))
-    x0 = int(round(centre_x - side / 2))
-    y0 = int(round(centre_y - side / 2))
+    centre = np.array([(left + right) / 2, (top + bottom) / 2 - cfg.shift_up * (bottom - top)])
+    face = max(right - left, bottom - top)
+    x0, y0, side = place_window(centre, cfg.scale * face, min(cfg.min_scale, cfg.scale) * face,
+                                frame_width, frame_height)
     return CropTransform(x0, y0, side, cfg.size, frame_width, frame_height)
+
+
+def place_window(centre: np.ndarray, side: float, essential: float, frame_width: int,
+                 frame_height: int) -> tuple[int, int, int]:
+    """Integer square window ``(x0, y0, side)`` near the one of side ``side`` centred at ``centre``
+    ``[2]`` (frame pixels) that pads as little as possible.
+
+    Guarantees: the result shows every frame pixel of the ``essential``-sided window at the same
+    centre; it lies inside the frame when its side fits the shorter frame side; it is not larger
+    than ``side`` (give or take a pixel of rounding). Where it must pad (the essential part spans more than the shorter side), it covers
+    that whole frame axis and pads only ``side - axis length`` pixels.
+
+    >>> place_window(np.array([240.0, 220.0]), 640.0, 400.0, 480, 480)  # d20: the whole frame
+    (0, 0, 480)
+    >>> place_window(np.array([50.0, 60.0]), 160.0, 120.0, 640, 480)  # near a corner: shifted in
+    (0, 0, 160)
+    """
+    size = np.array([frame_width, frame_height])
+    want = max(8, int(round(side)))
+    # Frame pixels the essential window shows, per axis (integer bounds that contain it).
+    ess_lo = np.clip(np.floor(centre - essential / 2), 0, size).astype(int)
+    ess_hi = np.clip(np.ceil(centre + essential / 2), 0, size).astype(int)
+    needed = int((ess_hi - ess_lo).max())
+    side_px = max(min(want, int(size.min())), needed)
+    corner = []
+    for axis in range(2):
+        start = int(round(centre[axis] - side_px / 2))
+        length = int(size[axis])
+        if side_px <= length:  # inside the frame, still holding the essential span
+            low, high = max(0, int(ess_hi[axis]) - side_px), min(length - side_px, int(ess_lo[axis]))
+        else:  # covers the whole axis; the padding stays where the wanted window had it
+            low, high = length - side_px, 0
+        corner.append(int(np.clip(start, low, high)))
+    return corner[0], corner[1], side_px

@@ -39,7 +39,8 @@ def test_fit_crop_is_robust_to_outlier_frames():
     valid[5] = False
     lmk[5] = np.nan
     crop = fit_crop(CropConfig(size=64, scale=2.0, shift_up=0.0, percentile=5.0), lmk, valid, 400, 400)
-    assert crop.side == 240 and (crop.x0, crop.y0) == (30, -10)
+    # The centred window would start at y = -10; it is shifted into the frame instead of padded.
+    assert crop.side == 240 and (crop.x0, crop.y0) == (30, 0)
 
 
 def test_mask_covers_the_face_not_the_corners():
