@@ -47,6 +47,7 @@ def _register() -> None:
         assets,
         doctor,
         head,
+        import_vhap,  # noqa: F401
         synth,  # noqa: F401
         track,
     )
