@@ -189,8 +189,9 @@ def write_artifact(
     builder = ArtifactBuilder(staging, manifest, resumed)
     try:
         yield builder
-    except GafkitError:
-        shutil.rmtree(staging, ignore_errors=True)
+    except GafkitError as err:
+        if not (resumable and err.keep_partial):
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     except BaseException:
         if not resumable:

@@ -13,6 +13,8 @@ class GafkitError(Exception):
     """A problem with the user's input, environment or request: one line, exit code 2."""
 
     exit_code = 2
+    keep_partial = False
+    """True when ``OUT.partial/`` holds a usable checkpoint to resume from after fixing the cause."""
 
 
 class ConfigError(GafkitError):
@@ -30,3 +32,11 @@ class InputError(GafkitError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class StoppedError(GafkitError):
+    """A resumable stage stopped on purpose (diverged, disk full): ``OUT.partial/`` keeps its last good
+    checkpoint, and the same command continues from it once the cause is fixed."""
+
+    exit_code = 1
+    keep_partial = True

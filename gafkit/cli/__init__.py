@@ -46,6 +46,7 @@ def _register() -> None:
     from gafkit.cli import (  # noqa: F401
         assets,
         doctor,
+        fit,
         head,
         import_vhap,  # noqa: F401
         synth,  # noqa: F401

@@ -1,0 +1,130 @@
+"""Configuration of ``gafkit fit`` (one dataclass tree; presets below, overrides via ``--set``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal, Optional
+
+
+@dataclasses.dataclass
+class InitConfig:
+    """How the Gaussians start: on the mesh surface, coloured from the training frames."""
+
+    per_face: int = 1
+    """Gaussians per triangle (at random points inside it when > 1)."""
+    max_gaussians: Optional[int] = None
+    """Start from at most this many, on triangles drawn by area (small CPU runs); None = every triangle."""
+    exclude_regions: tuple[str, ...] = ()
+    """Head-model regions that get no Gaussians (e.g. ``teeth`` for a closed-mouth subject)."""
+    scale: float = 0.5
+    """Initial standard deviation, in units of the triangle's mean edge length."""
+    opacity: float = 0.5
+    color_frames: int = 8
+    """Training frames whose pixels average into each Gaussian's starting colour."""
+
+
+@dataclasses.dataclass
+class LearningRates:
+    """Adam learning rates per parameter (local units: triangle sizes, log scales, logits)."""
+
+    xyz: float = 5e-3
+    xyz_final: float = 5e-5
+    """``xyz`` decays exponentially to this by the last iteration."""
+    rotation: float = 1e-3
+    scale: float = 1.7e-2
+    opacity: float = 5e-2
+    sh_dc: float = 2.5e-3
+    sh_rest: float = 1.25e-4
+    expr_color: float = 1e-3
+    tracking_expr: float = 1e-3
+    tracking_pose: float = 1e-4
+    """Head rotation, jaw and eyes (radians)."""
+    tracking_translation: float = 1e-5
+    """Head translation (metres)."""
+
+
+@dataclasses.dataclass
+class DensifyConfig:
+    """Adaptive density control that keeps each Gaussian on its triangle (clones and splits inherit
+    the parent's triangle)."""
+
+    enabled: bool = True
+    start: int = 500
+    """First iteration that densifies."""
+    stop_fraction: float = 0.6
+    """No densification after this fraction of the iterations (the rest refines)."""
+    every: int = 300
+    grad_threshold: float = 2e-4
+    """Mean screen-space gradient (normalized-device units, as in 3DGS) above which a Gaussian grows."""
+    split_scale_m: float = 0.003
+    """Growing Gaussians larger than this (largest axis, metres) split in two; smaller ones clone."""
+    prune_opacity: float = 0.005
+    max_scale_m: float = 0.05
+    """Gaussians whose largest axis exceeds this are removed."""
+    max_gaussians: int = 250_000
+    opacity_reset_every: int = 0
+    """Clamp every opacity to 0.01 this often so floaters can be pruned (0 = never)."""
+
+
+@dataclasses.dataclass
+class LossConfig:
+    ssim: float = 0.2
+    """Weight of D-SSIM (the rest of the photometric weight goes to L1)."""
+    alpha: float = 0.1
+    """L1 between the rendered opacity and the foreground mask."""
+    xyz_reg: float = 0.01
+    xyz_reg_threshold: float = 1.0
+    """Local offsets beyond this many triangle sizes are penalized: Gaussians stay near their triangle."""
+    scale_reg: float = 1.0
+    scale_reg_threshold: float = 0.6
+    """Local scales beyond this many triangle sizes are penalized."""
+    tracking_reg: float = 1.0
+    """L2 on the refined per-frame parameter offsets (radians, metres x 100, expression units)."""
+    expr_color_reg: float = 1e-3
+    """L2 on the expression-dependent colour offsets."""
+
+
+@dataclasses.dataclass
+class FitConfig:
+    """Everything ``gafkit fit`` does."""
+
+    iters: int = 6000
+    sh_degree: int = 1
+    """Highest SH degree (monocular video sees few directions; higher degrees overfit them)."""
+    sh_increase_every: int = 1000
+    """The active SH degree grows by one every this many iterations."""
+    resolution: Optional[int] = None
+    """Train at this image size (longer side); None = the tracked size."""
+    background: Literal["white", "black"] = "white"
+    refine_tracking: bool = True
+    """Jointly refine the per-frame expression, jaw, eyes and head pose of the training frames."""
+    expr_color_dims: int = 0
+    """Size of the expression code that drives per-Gaussian colour changes (0 = off)."""
+    seed: int = 0
+    checkpoint_every: int = 1000
+    eval_every: int = 0
+    """Log held-out PSNR this often (0 = only at the end); feeds the time-to-95 % measure."""
+    eval_split: Literal["test", "val"] = "test"
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    flame_model: Optional[Path] = None
+    """FLAME .pkl when the sequence was tracked with FLAME (default: $GAFKIT_FLAME_MODEL)."""
+    preview: bool = True
+    """Write ``preview.mp4`` (held-out frames: ground truth next to render)."""
+    init: InitConfig = dataclasses.field(default_factory=InitConfig)
+    lr: LearningRates = dataclasses.field(default_factory=LearningRates)
+    densify: DensifyConfig = dataclasses.field(default_factory=DensifyConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+
+
+def _fast() -> FitConfig:
+    return dataclasses.replace(FitConfig(), iters=2000,
+                               densify=dataclasses.replace(DensifyConfig(), start=300, every=200))
+
+
+def _quality() -> FitConfig:
+    return dataclasses.replace(FitConfig(), iters=30000, sh_degree=2,
+                               densify=dataclasses.replace(DensifyConfig(), every=500, opacity_reset_every=6000))
+
+
+PRESETS = {"default": FitConfig, "fast": _fast, "quality": _quality}
