@@ -98,3 +98,31 @@ class PreprocessConfig:
     """Fail (InputError, nothing written by the caller) when fewer frames than this have a face."""
     image_format: Literal["png", "jpg"] = "png"
     """Format of ``images/`` (jpg at quality 95 is ~5x smaller, lossy)."""
+
+
+def check_preprocess_config(cfg: PreprocessConfig) -> None:
+    """Refuse settings that would silently do something else (``max_frames: 0`` would still keep a
+    frame, a negative ``fps`` would keep only the first). Raises ConfigError naming the key."""
+    from gafkit.errors import ConfigError
+
+    d, c = cfg.decode, cfg.crop
+    rules = [
+        ("decode.fps", d.fps is None or d.fps > 0, "must be > 0 (or null for every frame)"),
+        ("decode.start", d.start >= 0, "must be >= 0"),
+        ("decode.end", d.end is None or d.end > d.start, "must be after decode.start"),
+        ("decode.max_frames", d.max_frames is None or d.max_frames >= 1, "must be >= 1 (or null)"),
+        ("decode.image_fps", d.image_fps > 0, "must be > 0"),
+        ("decode.max_side_factor", d.max_side_factor >= 1, "must be >= 1"),
+        ("detect.max_faces", cfg.detect.max_faces >= 1, "must be >= 1"),
+        ("detect.max_jump", cfg.detect.max_jump > 0, "must be > 0"),
+        ("detect.fallback_region", cfg.detect.fallback_region > 0, "must be > 0"),
+        ("crop.size", c.size >= 16, "must be >= 16"),
+        ("crop.scale", c.scale > 0, "must be > 0"),
+        ("crop.min_scale", c.min_scale > 0, "must be > 0"),
+        ("crop.percentile", 0 <= c.percentile < 50, "must be in [0, 50)"),
+        ("segment.threshold", 0 < cfg.segment.threshold < 1, "must be in (0, 1)"),
+        ("min_valid_ratio", 0 <= cfg.min_valid_ratio <= 1, "must be in [0, 1]"),
+    ]
+    for key, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"preprocess.{key} {rule}")

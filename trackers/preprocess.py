@@ -26,7 +26,7 @@ import numpy as np
 from gafkit.config import to_dict
 from gafkit.console import log, track
 from gafkit.errors import InputError
-from gafkit.trackers.config import PreprocessConfig
+from gafkit.trackers.config import PreprocessConfig, check_preprocess_config
 from gafkit.trackers.crop import CropTransform, fit_crop
 from gafkit.trackers.detect import detect_landmarks
 from gafkit.trackers.segment import Segmenter
@@ -194,8 +194,10 @@ def preprocess(cfg: PreprocessConfig, source: Path, work_dir: Path) -> Preproces
     with the same config.
 
     Raises:
+        ConfigError: a setting out of its range.
         InputError: unreadable input, or fewer than ``cfg.min_valid_ratio`` of the frames have a face.
     """
+    check_preprocess_config(cfg)
     source, work_dir = Path(source), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import av
 import numpy as np
 import pytest
+from face_media import write_video
 from PIL import Image
 
 from gafkit.errors import InputError
 from gafkit.trackers.config import DecodeConfig
 from gafkit.trackers.video import apply_display_matrix, iter_frames
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10, rotation: int | None = None,
-                pix_fmt: str = "yuv420p", codec: str = "libx264") -> Path:
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for image in frames:
-            fmt = "gray" if image.ndim == 2 else "rgb24"
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format=fmt)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def numbered(n: int, height: int = 32, width: int = 48) -> list[np.ndarray]:

@@ -5,19 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from face_media import FACE, canvas
 from skimage.data import astronaut
 
 from gafkit.trackers.config import DetectConfig
 from gafkit.trackers.detect import detect_landmarks
-
-FACE = astronaut()[20:280, 100:340]  # [260, 240, 3]: head and hair of the astronaut
-
-
-def canvas(height: int, width: int, *faces: tuple[np.ndarray, int, int]) -> np.ndarray:
-    image = np.full((height, width, 3), 200, np.uint8)
-    for face, x, y in faces:
-        image[y : y + face.shape[0], x : x + face.shape[1]] = face
-    return image
 
 
 def test_finds_the_astronaut():
