@@ -26,7 +26,7 @@ from torch import Tensor
 
 from gafkit.heads.base import HeadModel, HeadParams
 from gafkit.render.camera import Cameras
-from gafkit.trackers.losses import l2_prior, landmark_loss, temporal_smoothness, weighted
+from gafkit.trackers.losses import l2_prior, landmark_loss, temporal_smoothness, weighted, weighted_sum
 
 log = logging.getLogger("gafkit.track")
 
@@ -116,6 +116,44 @@ def _visibility(corners: Float[Tensor, "N L 3 3"]) -> Float[Tensor, "N L"]:
     return (n * to_cam).sum(-1).clamp_min(0.0)
 
 
+# Visibility weights follow the head's rotation, which moves little between Adam steps; refreshing
+# them every few steps instead of every step saves posing all landmark triangles each step.
+_VISIBILITY_EVERY = 10
+
+
+class _Landmarks:
+    """The landmarks and their triangles' corners on a head model, before the head pose.
+
+    Models with a ``point_map`` (ICT) precompute them as a linear map of the coefficients, so a step
+    costs O(landmarks) and the identity (``shape`` of batch 1) is applied once for all frames; other
+    models deform the landmark triangles' vertices each call.
+    """
+
+    def __init__(self, model: HeadModel, device: torch.device):
+        self.model = model
+        tri = model.faces[model.landmarks.faces.to(device)]  # [L, 3]
+        bary = model.landmarks.bary.to(device)
+        self.used, self.tri = torch.unique(tri, return_inverse=True)  # tri: [L, 3] into used
+        self.bary = bary
+        make = getattr(model, "point_map", None)
+        self._points = make(tri, bary) if make else None
+        self._corners = make(self.used[:, None], torch.ones(len(self.used), 1, device=device)) if make else None
+
+    def _deform(self, p: HeadParams) -> Tensor:
+        n = max(p.expr.shape[0], p.rotation.shape[0])
+        full = dataclasses.replace(p, shape=p.shape.expand(n, -1))
+        return self.model.deform_subset(full, self.used)  # [N, K, 3]
+
+    def points(self, p: HeadParams) -> Float[Tensor, "N L 3"]:
+        if self._points is not None:
+            return self._points(p)
+        return (self._deform(p)[:, self.tri] * self.bary[None, :, :, None]).sum(2)
+
+    def corners(self, p: HeadParams) -> Float[Tensor, "N L 3 3"]:
+        verts = self._corners(p) if self._corners is not None else self._deform(p)
+        return verts[:, self.tri]
+
+
 def fit_landmarks(
     model: HeadModel,
     landmarks: Float[Tensor, "N L 2"],
@@ -149,18 +187,12 @@ def fit_landmarks(
     log_focal = torch.log(cam.K[0, 0, 0]).clone().requires_grad_(cfg.optimize_focal)
     cx, cy = width / 2, height / 2
     params = model.zero_params(n, device)
-    emb_faces, emb_bary = model.landmarks.faces.to(device), model.landmarks.bary.to(device)
-    # Only the landmark triangles' vertices are posed in the loop (a few % of the mesh).
-    used, tri = torch.unique(model.faces[emb_faces], return_inverse=True)  # tri: [L, 3] into used
-
-    def landmark_corners(p: HeadParams) -> Tensor:
-        verts = model(p, vertex_ids=used)  # [N, K, 3]
-        return verts[:, tri]  # [N, L, 3, 3]
+    lmk = _Landmarks(model, device)
+    shared = dataclasses.replace(params, shape=params.shape[:1])  # one identity for all frames
 
     # Initial translation: put the mean landmark depth where the detected face size says it is.
     with torch.no_grad():
-        corners = landmark_corners(params)
-        pts = (corners * emb_bary[None, :, :, None]).sum(2)
+        pts = model.pose(lmk.points(shared), params)
         spread3d = (pts[..., :2] - pts[..., :2].mean(1, keepdim=True)).norm(dim=-1).mean(1)  # [N]
         spread2d = (target - target.mean(1, keepdim=True)).norm(dim=-1).mean(1)
         ok = valid.to(device) & (spread2d > 1)
@@ -174,20 +206,26 @@ def fit_landmarks(
             -depth - center3d[2],
         ])
 
-    def loss_terms(p: HeadParams, lmk_w: Tensor) -> dict[str, Tensor]:
-        corners = landmark_corners(p)
-        pts = (corners * emb_bary[None, :, :, None]).sum(2)
-        uv, _ = _project(pts, torch.exp(log_focal), cx, cy)
-        w = lmk_w * _visibility(corners).detach().clamp(0, 1).sqrt() * frame_w
-        return {
-            "landmarks": landmark_loss(uv, target, w, cfg.huber_px),
-            "shape_prior": l2_prior(p.shape[:1]),
-            "expr_prior": l2_prior(p.expr),
-            "jaw_prior": l2_prior(p.jaw),
-            "smooth_expr": temporal_smoothness(p.expr),
-            "smooth_rotation": temporal_smoothness(p.rotation),
-            "smooth_translation": temporal_smoothness(p.translation),
+    def landmark_weights(p: HeadParams, lmk_w: Tensor, corners: Tensor | None = None) -> Tensor:
+        """[N, L] weights: per-landmark base weight x sqrt(visibility) x frame validity."""
+        with torch.no_grad():
+            corners = lmk.corners(p) if corners is None else corners
+            posed = model.pose(corners.reshape(n, -1, 3), p).reshape(corners.shape)
+            return lmk_w * _visibility(posed).sqrt() * frame_w
+
+    def loss_terms(p: HeadParams, unposed: Tensor, w: Tensor, weights: dict[str, float | None]) -> dict[str, Tensor]:
+        """The enabled loss terms of ``p`` (identity of batch 1) with unposed landmarks [N, L, 3]."""
+        terms = {
+            "landmarks": lambda: landmark_loss(_project(model.pose(unposed, p), torch.exp(log_focal), cx, cy)[0],
+                                               target, w, cfg.huber_px),
+            "shape_prior": lambda: l2_prior(p.shape),
+            "expr_prior": lambda: l2_prior(p.expr),
+            "jaw_prior": lambda: l2_prior(p.jaw),
+            "smooth_expr": lambda: temporal_smoothness(p.expr),
+            "smooth_rotation": lambda: temporal_smoothness(p.rotation),
+            "smooth_translation": lambda: temporal_smoothness(p.translation),
         }
+        return {k: f() for k, f in terms.items() if weights.get(k) is not None}
 
     logs: dict[str, dict[str, float]] = {}
     rot = params.rotation.clone().requires_grad_(True)
@@ -197,12 +235,21 @@ def fit_landmarks(
         rigid_groups.append({"params": [log_focal], "lr": cfg.lr})
     opt = torch.optim.Adam(rigid_groups)
     rigid_w = {"landmarks": 1.0, "smooth_rotation": cfg.w.smooth_rotation, "smooth_translation": cfg.w.smooth_translation}
-    for _ in range(cfg.rigid_steps):
-        p = dataclasses.replace(params, rotation=rot, translation=trans)
-        total, logs["rigid"] = weighted(loss_terms(p, stable_w), rigid_w)
+    # Identity and expression are fixed here: the unposed landmarks and triangles are computed once.
+    with torch.no_grad():
+        rigid_points, rigid_corners = lmk.points(shared), lmk.corners(shared)
+    for step in range(cfg.rigid_steps):
+        p = dataclasses.replace(shared, rotation=rot, translation=trans)
+        if step % _VISIBILITY_EVERY == 0:
+            w = landmark_weights(p, stable_w, rigid_corners)
+        total = weighted_sum(loss_terms(p, rigid_points, w, rigid_w), rigid_w)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
+    with torch.no_grad():
+        p = dataclasses.replace(shared, rotation=rot, translation=trans)
+        w = landmark_weights(p, stable_w, rigid_corners)
+        _, logs["rigid"] = weighted(loss_terms(p, rigid_points, w, rigid_w), rigid_w)
 
     shape = torch.zeros(1, model.n_shape, device=device, requires_grad=True)
     expr = params.expr.clone().requires_grad_(True)
@@ -220,10 +267,15 @@ def fit_landmarks(
     opt = torch.optim.Adam(groups_full)
     bounds = getattr(model, "expr_bounds", None)
     weights = dataclasses.asdict(cfg.w)
-    for _ in range(cfg.steps):
-        p = dataclasses.replace(params, shape=shape.expand(n, -1), expr=expr, rotation=rot, translation=trans,
-                                eyes=eyes, jaw=jaw)
-        total, logs["full"] = weighted(loss_terms(p, base_w), weights)
+
+    def current() -> HeadParams:
+        return dataclasses.replace(shared, shape=shape, expr=expr, rotation=rot, translation=trans, eyes=eyes, jaw=jaw)
+
+    for step in range(cfg.steps):
+        p = current()
+        if step % _VISIBILITY_EVERY == 0:
+            w = landmark_weights(p, base_w)
+        total = weighted_sum(loss_terms(p, lmk.points(p), w, weights), weights)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -231,14 +283,15 @@ def fit_landmarks(
             with torch.no_grad():
                 expr.clamp_(*bounds)
 
-    final = dataclasses.replace(params, shape=shape.expand(n, -1), expr=expr, rotation=rot, translation=trans,
-                                eyes=eyes, jaw=jaw).detach()
     with torch.no_grad():
-        corners = landmark_corners(final)
-        uv, _ = _project((corners * emb_bary[None, :, :, None]).sum(2), torch.exp(log_focal), cx, cy)
+        p = current().detach()
+        unposed = lmk.points(p)
+        _, logs["full"] = weighted(loss_terms(p, unposed, landmark_weights(p, base_w), weights), weights)
+        uv, _ = _project(model.pose(unposed, p), torch.exp(log_focal), cx, cy)
         errors = (uv - target).norm(dim=-1)
         errors[~valid.to(device)] = float("nan")
+    final = dataclasses.replace(p, shape=p.shape.expand(n, -1))
     cam.K[0, 0, 0] = cam.K[0, 1, 1] = float(torch.exp(log_focal.detach()))
-    for step, values in logs.items():
-        log.debug("[track-fit-%s] %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    for step_name, values in logs.items():
+        log.debug("[track-fit-%s] %s", step_name, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
     return LandmarkFitResult(params=final, cameras=cam, errors_px=errors, log=logs)

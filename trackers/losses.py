@@ -37,6 +37,15 @@ def l2_prior(x: Float[Tensor, "... D"]) -> Tensor:
     return (x**2).sum(-1).mean()
 
 
+def weighted_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float | None]) -> Tensor:
+    """``sum weights[k] * terms[k]`` over the terms whose weight is not ``None``; no host sync, so an
+    optimization loop can call it every step on the GPU."""
+    parts = [weights[k] * v for k, v in terms.items() if weights.get(k) is not None]
+    if not parts:
+        raise ValueError("every loss term is disabled")
+    return torch.stack(parts).sum() if len(parts) > 1 else parts[0]
+
+
 def weighted(terms: Mapping[str, Tensor], weights: Mapping[str, float | None]) -> tuple[Tensor, dict[str, float]]:
     """Sum ``weights[k] * terms[k]``; a weight of ``None`` (or a missing one) drops the term.
 

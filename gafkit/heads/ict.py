@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from gafkit.errors import InputError
 from gafkit.heads.base import HeadModel, HeadParams, LandmarkEmbedding, axis_angle_to_matrix
 
-__all__ = ["ICTHead"]
+__all__ = ["ICTHead", "ICTPointMap"]
 
 
 class ICTHead(HeadModel):
@@ -118,32 +118,100 @@ class ICTHead(HeadModel):
             verts[:, idx] = eye
         return verts
 
-    def deform_subset(self, params: HeadParams, vertex_ids: Tensor) -> Float[Tensor, "B K 3"]:
-        """:meth:`deform` for ``vertex_ids`` only: gathers those columns of the basis (tracking needs
-        ~1.4k of the 24.6k vertices per step)."""
-        n_batch, k = params.batch_size, vertex_ids.shape[0]
-        cols = (vertex_ids[:, None] * 3 + torch.arange(3, device=vertex_ids.device)).reshape(-1)
-        coeffs = torch.cat([params.shape, params.expr], dim=1)
-        verts = torch.addmm(self.template[vertex_ids].reshape(1, -1), coeffs, self.basis[:, cols]).reshape(n_batch, k, 3)
-        if params.offsets is not None:
-            verts = verts + params.offsets[:, vertex_ids]
-        out = verts
+    def deform_subset(self, params: HeadParams, vertex_ids: Int[Tensor, " K"]) -> Float[Tensor, "B K 3"]:
+        """:meth:`deform` for ``vertex_ids`` only (tracking needs ~1.3k of the 24.6k vertices).
+
+        Builds a :class:`ICTPointMap` on every call; callers that evaluate the same vertices many times
+        build it once with :meth:`point_map`.
+        """
+        ones = torch.ones(vertex_ids.shape[0], 1, device=self.basis.device)
+        return self.point_map(vertex_ids[:, None], ones)(params)
+
+    def point_map(self, vertex_ids: Int[Tensor, "P C"], weights: Float[Tensor, "P C"]) -> ICTPointMap:
+        """The deformed points ``sum_c weights[p, c] * deform(params)[:, vertex_ids[p, c]]`` (e.g. landmarks
+        as barycentric points of their triangles) as a precomputed linear map: see :class:`ICTPointMap`."""
+        return ICTPointMap(self, vertex_ids, weights)
+
+
+class ICTPointMap:
+    """Fixed weighted sums of deformed ICT vertices, precomputed so that evaluating ``P`` points costs
+    O(P) per call, whatever the mesh size.
+
+    ICT is linear in its coefficients except for the eyeballs, which turn rigidly about a centre that is
+    itself linear in the coefficients. A point is ``lin + sum_s (R_s - I) (lin_s - m_s * centre_s)`` where
+    ``lin`` is the linear (unturned) point, ``lin_s`` the part of it on eyeball ``s``, ``m_s`` its weight on
+    that eyeball and ``R_s`` the gaze rotation; only points touching an eyeball pay for the second term.
+
+    Calling it with ``params.shape`` of batch 1 and the other parameters of batch B broadcasts the
+    identity over the batch, so a shared identity is applied once, not B times.
+
+    Shapes: vertex_ids [P, C] long, weights [P, C]; call -> [B, P, 3].
+    """
+
+    def __init__(self, head: ICTHead, vertex_ids: Int[Tensor, "P C"], weights: Float[Tensor, "P C"]):
+        device = head.basis.device
+        ids = vertex_ids.to(device)
+        w = weights.to(device, head.basis.dtype)
+        n_points = ids.shape[0]
+        n_id = head.n_shape
+        rows = head.basis.reshape(head.basis.shape[0], -1, 3)  # [S+E, V, 3], a view
+
+        def combine(wm: Tensor, at: Tensor) -> tuple[Tensor, Tensor]:
+            """Template [len(at), 3] and basis [S+E, len(at), 3] of the points ``at`` under weights ``wm``."""
+            wm = wm[at]
+            return ((head.template[ids[at]] * wm[..., None]).sum(1),
+                    (rows[:, ids[at]] * wm[None, :, :, None]).sum(2))
+
+        everything = torch.arange(n_points, device=device)
+        templates, bases = [], []
+        t, b = combine(w, everything)
+        templates.append(t.reshape(-1))
+        bases.append(b.reshape(b.shape[0], -1))
+        self._eyes: list[tuple[int, Tensor, Tensor]] = []  # (side, point indices, their weight on that eyeball)
         for side, key in enumerate(("eyeball_left", "eyeball_right")):
-            idx = self.regions[key]
-            hit = torch.isin(vertex_ids, idx)
-            if not bool(hit.any()):
+            idx = head.regions[key]
+            on_eye = w * torch.isin(ids, idx)
+            mass = on_eye.sum(1)
+            at = torch.nonzero(mass != 0).squeeze(1)
+            if at.numel() == 0:
                 continue
-            # Same centre as deform(): the eyeball's mean shift, which is linear in the coefficients.
-            eye_cols = (idx[:, None] * 3 + torch.arange(3, device=idx.device)).reshape(-1)
-            mean_basis = self.basis[:, eye_cols].reshape(-1, idx.shape[0], 3).mean(1)  # [S+E, 3]
-            shift = coeffs @ mean_basis
+            t, b = combine(on_eye, at)
+            # The centre, as in deform(): the eyeball centre plus the mean shift of its vertices.
+            centre_t = head.eyeball_centers[side]
+            centre_b = rows[:, idx].mean(1)  # [S+E, 3]
+            templates += [t.reshape(-1), centre_t]
+            bases += [b.reshape(b.shape[0], -1), centre_b]
+            self._eyes.append((side, at, mass[at]))
+        # One matrix for all outputs: a call is two matmuls (identity, expression) and slices.
+        basis = torch.cat(bases, dim=1)
+        self._template = torch.cat(templates)
+        self._id_basis = basis[:n_id].contiguous()
+        self._expr_basis = basis[n_id:].contiguous()
+        self._ids, self._weights, self._n_points = ids, w, n_points
+        self._eye_regions = [head.regions[k] for k in ("eyeball_left", "eyeball_right")]
+
+    def __call__(self, params: HeadParams) -> Float[Tensor, "B P 3"]:
+        flat = self._template + params.shape @ self._id_basis + params.expr @ self._expr_basis  # [B, X]
+        n_batch = flat.shape[0]
+        n = self._n_points * 3
+        points = flat[:, :n].reshape(n_batch, self._n_points, 3)
+        if params.offsets is not None:
+            points = points + (params.offsets[:, self._ids] * self._weights[None, ..., None]).sum(2)
+        col = n
+        for side, at, mass in self._eyes:
+            k = at.shape[0] * 3
+            on_eye = flat[:, col:col + k].reshape(n_batch, -1, 3)
+            centre = flat[:, col + k:col + k + 3]
+            col += k + 3
             if params.offsets is not None:
-                shift = shift + params.offsets[:, idx].mean(1)
-            center = (self.eyeball_centers[side] + shift)[:, None]
-            rot = axis_angle_to_matrix(params.eyes[:, 3 * side:3 * side + 3])
-            turned = torch.einsum("bij,bnj->bni", rot, verts - center) + center
-            out = torch.where(hit[None, :, None], turned, out)
-        return out
+                w = self._weights[at] * torch.isin(self._ids[at], self._eye_regions[side])
+                on_eye = on_eye + (params.offsets[:, self._ids[at]] * w[None, ..., None]).sum(2)
+                centre = centre + params.offsets[:, self._eye_regions[side]].mean(1)
+            turn = axis_angle_to_matrix(params.eyes[:, 3 * side:3 * side + 3])
+            turn = turn - torch.eye(3, dtype=turn.dtype, device=turn.device)
+            rel = on_eye - mass[:, None] * centre[:, None]  # [B, p, 3]
+            points = points.index_add(1, at, rel @ turn.transpose(1, 2))
+        return points
 
 
 def _dense_expressions(arrays: dict[str, np.ndarray], n_vert: int) -> Tensor:
