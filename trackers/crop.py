@@ -11,7 +11,9 @@ so the window is then fitted to the frame (:func:`place_window`): it is shifted 
 and where it is larger than the frame's shorter side it shrinks, but never below the part of the
 frame that a ``min_scale`` window shows ("essential" content: head and hair, little background).
 Padding remains only when that essential part is taller/wider than the frame's shorter side (a
-close-up whose head fills a landscape frame), and then as little as possible.
+close-up whose head fills a landscape frame), and then as little as possible. Black bars baked into
+the video (letterbox/pillarbox, :func:`find_bars`) count as outside the frame: the window avoids
+them like padding, and where it cannot, they are filled and masked like padding.
 
 The window has integer corners and side in frame pixels, so cutting it out is exact, and resizing
 uses OpenCV's half-pixel-centre mapping, which matches the convention that pixel ``j`` covers
@@ -26,6 +28,7 @@ pixel (``pad="edge"``); ``CropTransform.inside`` gives the crop-pixel box that s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,6 +52,13 @@ class CropTransform:
     """Output side in crop pixels."""
     frame_width: int
     frame_height: int
+    content: tuple[int, int, int, int] | None = None
+    """Frame-pixel box ``(x0, y0, x1, y1)`` of the picture inside black bars baked into the video;
+    None: the whole frame. Pixels outside it are treated like pixels outside the frame."""
+
+    @property
+    def content_box(self) -> tuple[int, int, int, int]:
+        return self.content or (0, 0, self.frame_width, self.frame_height)
 
     @property
     def scale(self) -> float:
@@ -62,13 +72,15 @@ class CropTransform:
 
     @property
     def inside(self) -> tuple[float, float, float, float]:
-        """Crop-pixel box ``(left, top, right, bottom)`` of the part of the crop that shows the frame."""
+        """Crop-pixel box ``(left, top, right, bottom)`` of the part of the crop that shows the
+        picture (the frame without padding and bars)."""
         s = self.scale
+        cx0, cy0, cx1, cy1 = self.content_box
         return (
-            max(0.0, -self.x0 * s),
-            max(0.0, -self.y0 * s),
-            min(float(self.size), (self.frame_width - self.x0) * s),
-            min(float(self.size), (self.frame_height - self.y0) * s),
+            max(0.0, (cx0 - self.x0) * s),
+            max(0.0, (cy0 - self.y0) * s),
+            min(float(self.size), (cx1 - self.x0) * s),
+            min(float(self.size), (cy1 - self.y0) * s),
         )
 
     def frame_to_crop(self, points: np.ndarray) -> np.ndarray:
@@ -91,10 +103,15 @@ class CropTransform:
         height, width = image.shape[:2]
         if (height, width) != (self.frame_height, self.frame_width):
             raise ValueError(f"frame is {width}x{height}, crop was made for {self.frame_width}x{self.frame_height}")
-        x1, y1 = self.x0 + self.side, self.y0 + self.side
-        left, top = max(0, -self.x0), max(0, -self.y0)
+        # Cut from the picture inside the bars, so bars are padded (and masked) like the outside.
+        cx0, cy0, cx1, cy1 = self.content_box
+        image = image[cy0:cy1, cx0:cx1]
+        height, width = image.shape[:2]
+        x0, y0 = self.x0 - cx0, self.y0 - cy0
+        x1, y1 = x0 + self.side, y0 + self.side
+        left, top = max(0, -x0), max(0, -y0)
         right, bottom = max(0, x1 - width), max(0, y1 - height)
-        window = image[max(0, self.y0) : min(height, y1), max(0, self.x0) : min(width, x1)]
+        window = image[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
         if left or top or right or bottom:
             border = cv2.BORDER_CONSTANT if pad == "black" else cv2.BORDER_REPLICATE
             window = cv2.copyMakeBorder(window, top, bottom, left, right, border, value=0)
@@ -106,11 +123,32 @@ class CropTransform:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CropTransform:
-        return cls(**{k: int(data[k]) for k in ("x0", "y0", "side", "size", "frame_width", "frame_height")})
+        content = data.get("content")
+        return cls(**{k: int(data[k]) for k in ("x0", "y0", "side", "size", "frame_width", "frame_height")},
+                   content=None if content is None else tuple(int(v) for v in content))
+
+
+def find_bars(images: Sequence[np.ndarray], threshold: int = 24) -> tuple[int, int, int, int] | None:
+    """The picture box ``(x0, y0, x1, y1)`` inside black bars baked into a video (letterbox,
+    pillarbox, a portrait clip inside a landscape frame), or None when there are none.
+
+    A bar is a run of edge rows or columns whose every pixel stays at most ``threshold`` (of 255) in
+    every frame of ``images`` (``[H, W, 3]`` uint8, a sample of the video's frames). A dark
+    background that is ever lighter than that is never a bar.
+    """
+    peak = np.max([np.asarray(im).max(axis=-1) for im in images], axis=0)  # [H, W]
+    lit_cols = np.nonzero(peak.max(axis=0) > threshold)[0]
+    lit_rows = np.nonzero(peak.max(axis=1) > threshold)[0]
+    height, width = peak.shape
+    if len(lit_cols) < 8 or len(lit_rows) < 8:  # (nearly) black video: nothing to go by
+        return None
+    box = (int(lit_cols[0]), int(lit_rows[0]), int(lit_cols[-1]) + 1, int(lit_rows[-1]) + 1)
+    return None if box == (0, 0, width, height) else box
 
 
 def fit_crop(
-    cfg: CropConfig, landmarks: np.ndarray, valid: np.ndarray, frame_width: int, frame_height: int
+    cfg: CropConfig, landmarks: np.ndarray, valid: np.ndarray, frame_width: int, frame_height: int,
+    content: tuple[int, int, int, int] | None = None,
 ) -> CropTransform:
     """The sequence's crop window from the subject's landmarks.
 
@@ -119,6 +157,7 @@ def fit_crop(
         landmarks: ``[N, 478, 2|3]`` frame pixels.
         valid: ``[N]`` bool, frames whose landmarks count.
         frame_width, frame_height: decoded frame size.
+        content: picture box inside black bars (:func:`find_bars`); the window is placed in it.
 
     Example::
 
@@ -134,9 +173,10 @@ def fit_crop(
     right, bottom = np.percentile(hi, 100 - p, axis=0)
     centre = np.array([(left + right) / 2, (top + bottom) / 2 - cfg.shift_up * (bottom - top)])
     face = max(right - left, bottom - top)
-    x0, y0, side = place_window(centre, cfg.scale * face, min(cfg.min_scale, cfg.scale) * face,
-                                frame_width, frame_height)
-    return CropTransform(x0, y0, side, cfg.size, frame_width, frame_height)
+    cx0, cy0, cx1, cy1 = content or (0, 0, frame_width, frame_height)
+    x0, y0, side = place_window(centre - [cx0, cy0], cfg.scale * face, min(cfg.min_scale, cfg.scale) * face,
+                                cx1 - cx0, cy1 - cy0)
+    return CropTransform(x0 + cx0, y0 + cy0, side, cfg.size, frame_width, frame_height, content)
 
 
 def place_window(centre: np.ndarray, side: float, essential: float, frame_width: int,

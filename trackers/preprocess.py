@@ -27,12 +27,14 @@ from gafkit.config import to_dict
 from gafkit.console import log, track
 from gafkit.errors import InputError
 from gafkit.trackers.config import PreprocessConfig, check_preprocess_config
-from gafkit.trackers.crop import CropTransform, fit_crop
+from gafkit.trackers.crop import CropTransform, find_bars, fit_crop
 from gafkit.trackers.detect import detect_landmarks
 from gafkit.trackers.segment import Segmenter
 from gafkit.trackers.video import iter_frames
 
 STAGES = ("decode", "detect", "crop", "segment")
+BAR_SAMPLES = 16
+"""Frames spread over the clip that black-bar detection looks at (bars are constant)."""
 FORMAT_VERSION = 1
 
 
@@ -147,7 +149,13 @@ def _stage_detect(cfg: PreprocessConfig, work_dir: Path, n: int) -> dict:
 
 def _stage_crop(cfg: PreprocessConfig, work_dir: Path, decoded: dict, frames_lmk: np.ndarray, valid: np.ndarray):
     n = len(decoded["frames"])
-    crop = fit_crop(cfg.crop, frames_lmk, valid, decoded["width"], decoded["height"])
+    paths = _frame_paths(work_dir, n)
+    sample = [read_image_file(paths[i]) for i in np.unique(np.linspace(0, n - 1, min(n, BAR_SAMPLES)).astype(int))]
+    content = find_bars(sample)
+    if content is not None:
+        log.info("crop: black bars around the picture, which spans x %d..%d, y %d..%d", content[0], content[2],
+                 content[1], content[3])
+    crop = fit_crop(cfg.crop, frames_lmk, valid, decoded["width"], decoded["height"], content)
     folder = work_dir / "images"
     folder.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(track(_frame_paths(work_dir, n), "crop")):

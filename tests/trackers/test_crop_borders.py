@@ -1,14 +1,18 @@
-"""Stage 3: the crop window stays inside the frame instead of padding it with black borders."""
+"""Stage 3: the crop window stays inside the frame (and inside baked-in black bars) instead of padding."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 from skimage.data import astronaut
 
-from gafkit.trackers.config import CropConfig, DetectConfig
-from gafkit.trackers.crop import fit_crop, place_window
+from gafkit.trackers.config import CropConfig, DetectConfig, PreprocessConfig
+from gafkit.trackers.crop import CropTransform, find_bars, fit_crop, place_window
 from gafkit.trackers.detect import detect_landmarks
+from gafkit.trackers.preprocess import preprocess
 
 
 def box_landmarks(left: float, top: float, right: float, bottom: float, frames: int = 3) -> np.ndarray:
@@ -101,3 +105,71 @@ def test_cropped_astronaut_has_no_padding():
     assert window.shape[:2] == (crop.side, crop.side)
     lmk = crop.frame_to_crop(det.landmarks[0])[:, :2]
     assert lmk.min() > 2 and lmk.max() < 126  # the whole face is in the crop
+
+
+def pillarboxed(left: int = 40, right: int = 200, frames: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """Pictures spanning x ``left..right`` of 240x120 frames, black bars (compressed: 0..6) beside them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(frames):
+        frame = rng.integers(0, 7, (120, 240, 3), dtype=np.uint8)
+        frame[:, left:right] = rng.integers(30, 255, (120, right - left, 3), dtype=np.uint8)
+        out.append(frame)
+    return out
+
+
+def test_find_bars():
+    frames = pillarboxed()
+    assert find_bars(frames) == (40, 0, 200, 120)
+    letterbox = [np.ascontiguousarray(f.transpose(1, 0, 2)) for f in frames]
+    assert find_bars(letterbox) == (0, 40, 120, 200)
+    assert find_bars([np.full((50, 60, 3), 128, np.uint8)]) is None  # no bars
+    assert find_bars([np.zeros((50, 60, 3), np.uint8)]) is None  # a black video: nothing to go by
+    # A dark edge that is lit in one frame is picture, not a bar.
+    lit = [f.copy() for f in frames]
+    lit[1][60, 5] = 200
+    assert find_bars(lit) == (5, 0, 200, 120)
+
+
+def test_crop_avoids_bars_like_padding():
+    frames = pillarboxed()
+    content = find_bars(frames)
+    lmk = box_landmarks(70, 20, 130, 90)  # face 70 px high in the 160-px-wide picture
+    crop = fit_crop(CropConfig(size=64), lmk, np.ones(3, bool), 240, 120, content)
+    assert crop.side == 120 and crop.x0 >= 40 and crop.x0 + crop.side <= 200  # the full height, between the bars
+    assert (crop.apply(frames[0]).max(-1) >= 30).all()  # no bar pixel in the crop
+    assert padded_pixels(crop) == 0
+    assert CropTransform.from_dict(json.loads(json.dumps(crop.to_dict()))) == crop
+    # A portrait picture (80x120) too narrow for the head: the bars are filled and masked like padding.
+    narrow = find_bars(pillarboxed(80, 160))
+    assert narrow == (80, 0, 160, 120)
+    crop = fit_crop(CropConfig(size=100, min_scale=1.6), box_landmarks(95, 20, 145, 90), np.ones(3, bool), 240, 120,
+                    narrow)
+    assert crop.side == 104 and crop.y0 == 0 and crop.x0 < 80 and crop.x0 + crop.side > 160  # 1.6 x 70 px, clipped at the top
+    left, top, right, bottom = crop.inside
+    assert (left, right) == (pytest.approx((80 - crop.x0) * crop.scale), pytest.approx((160 - crop.x0) * crop.scale))
+    frame = np.full((120, 240, 3), 255, np.uint8)
+    frame[:, :80] = frame[:, 160:] = 3
+    assert crop.apply(frame, pad="edge").min() == 255  # bars replaced by the picture's edge
+    black = crop.apply(frame)
+    assert black[:, : int(left) - 1].max() == 0 and black[:, int(np.ceil(right)) + 1 :].max() == 0
+
+
+def test_preprocess_crops_inside_pillarbox_bars(tmp_path):
+    # A talking head inside a 4:3 picture, pillarboxed into a 16:9-ish frame.
+    picture = np.asarray(Image.fromarray(astronaut()[0:300, 60:400]).resize((240, 212)))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        frame = np.zeros((212, 376, 3), np.uint8)
+        frame[:, 68:308] = np.roll(picture, 2 * i, axis=1)
+        Image.fromarray(frame).save(folder / f"{i}.png")
+    cfg = PreprocessConfig()
+    cfg.crop.size = 128
+    preprocess(cfg, folder, tmp_path / "work")
+    info = json.loads((tmp_path / "work" / "crop.json").read_text())
+    assert info["content"] == [68, 0, 308, 212]
+    assert info["x0"] >= 68 and info["x0"] + info["side"] <= 308 and info["inside"] == [0.0, 0.0, 128.0, 128.0]
+    for i in range(3):
+        image = np.asarray(Image.open(tmp_path / "work" / "images" / f"{i:05d}.png"))
+        assert (image.max(axis=(0, 2)) > 24).all()  # no black column left
