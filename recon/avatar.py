@@ -84,7 +84,9 @@ class GaussianAvatar(nn.Module):
 
     # ---- posing -------------------------------------------------------------------------------
     def frames(self, vertices: Float[Tensor, "B V 3"]) -> TriangleFrames:
-        return triangle_frames(vertices, self.faces)
+        """Frames of each Gaussian's triangle, one row per Gaussian ([B, N, ...]): cheaper than all
+        triangles' frames when there are fewer Gaussians than triangles, and equal work otherwise."""
+        return triangle_frames(vertices, self.faces[self.face_ids])
 
     def colors_sh(self, cond: Float[Tensor, " D"] | None = None) -> Float[Tensor, "N K 3"]:
         """SH coefficients, with the expression-dependent offset on the DC term when enabled."""
@@ -96,8 +98,8 @@ class GaussianAvatar(nn.Module):
 
     def gaussians(self, frames: TriangleFrames, cond: Float[Tensor, " D"] | None = None, batch_index: int = 0) -> Gaussians:
         """World-space Gaussians on mesh ``batch_index`` of ``frames`` (from :meth:`frames`)."""
-        means, quats, scales = bind_to_world(frames, self.face_ids, self.xyz, self.rotation, self.log_scale.exp(),
-                                             batch_index)
+        rows = torch.arange(len(self), device=self.face_ids.device)
+        means, quats, scales = bind_to_world(frames, rows, self.xyz, self.rotation, self.log_scale.exp(), batch_index)
         return Gaussians(means=means, quats=quats, scales=scales, opacities=torch.sigmoid(self.opacity_logit),
                          sh=self.colors_sh(cond))
 

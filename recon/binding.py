@@ -107,7 +107,6 @@ def bind_to_world(
     rot = frames.rotation[batch_index, face_ids]
     size = frames.size[batch_index, face_ids][:, None]
     means = origin + size * torch.einsum("nij,nj->ni", rot, local_means)
-    # Per triangle, then gathered: densified avatars hold several Gaussians per triangle.
-    face_quats = matrix_to_quaternion(frames.rotation[batch_index])[face_ids]
+    face_quats = matrix_to_quaternion(rot)
     quats = quaternion_multiply(face_quats, F.normalize(local_quats, dim=-1))
     return means, quats, local_scales * size

@@ -1,0 +1,199 @@
+"""``gafkit fit`` / ``gafkit eval`` on a tiny synthetic subject with the torch reference renderer."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gafkit.cli import app
+from gafkit.recon import train as train_mod
+from gafkit.recon.config import FitConfig
+from gafkit.recon.train import run_fit
+from gafkit.synth import SynthConfig
+from gafkit.synth.generate import run_synth
+
+# Small enough for CI on 2 cores, large enough that the fit must learn something.
+SETS = ["--set", "init.max_gaussians=1000", "--set", "densify.start=50", "--set", "densify.every=30",
+        "--set", "checkpoint_every=50", "--set", "eval_every=120"]
+
+
+def small_config(iters: int = 150) -> FitConfig:
+    cfg = FitConfig(iters=iters, checkpoint_every=50, eval_every=iters)
+    cfg.init.max_gaussians = 1200
+    cfg.densify.start, cfg.densify.every = 60, 40
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit") / "subject"
+    cfg = SynthConfig(frames=16, size=64)
+    cfg.novel.every = 8
+    run_synth(cfg, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(subject, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "avatar"
+    result = CliRunner().invoke(app, ["--device", "cpu", "fit", str(subject), "-o", str(out), "--iters", "120", *SETS])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_fit_learns_the_subject(fitted):
+    for name in ("manifest.json", "config.yaml", "avatar.json", "gaussians.safetensors", "head_params.npz",
+                 "canonical_params.npz", "cameras.npz", "splits.json", "metrics.json", "preview.mp4",
+                 "checkpoints/latest.pt", "train_log.jsonl"):
+        assert (fitted / name).is_file(), name
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    for key in ("split", "psnr", "ssim", "l1", "lpips", "psnr_masked", "num_gaussians", "iters", "train_time_s",
+                "peak_vram_mb", "fps_render"):
+        assert key in metrics, key
+    assert metrics["split"] == "test" and metrics["iters"] == 120 and metrics["lpips"] is None
+    start = metrics["history"][0]
+    assert start["iteration"] == 0
+    # Held-out frames (the end of the clip: unseen expressions) improve well beyond the initialization.
+    assert metrics["psnr"] > start["psnr"] + 3, (start["psnr"], metrics["psnr"])
+    assert metrics["psnr_masked"] > start["psnr_masked"] + 3
+    assert metrics["num_gaussians"] != 1000  # densification ran
+    assert metrics["fps_render"] > 0
+
+
+def test_eval_cli_matches_fit_metrics_and_scores_novel_views(fitted, subject):
+    result = CliRunner().invoke(app, ["--device", "cpu", "eval", str(fitted), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    assert scores["psnr"] == pytest.approx(metrics["psnr"], abs=1e-3)
+    assert scores["novel_views"]["frames"] == 12
+    assert 5 < scores["novel_views"]["psnr"] < 60
+    table = CliRunner().invoke(app, ["--device", "cpu", "eval", str(fitted), "--split", "val"])
+    assert table.exit_code == 0 and "novel" in table.output
+
+
+def test_interrupted_fit_resumes_to_the_same_avatar(subject, tmp_path, monkeypatch):
+    cfg = small_config(iters=30)
+    cfg.eval_every, cfg.preview, cfg.checkpoint_every = 0, False, 10
+    cfg.init.max_gaussians = 300
+    cfg.densify.start, cfg.densify.every = 10, 8
+    full = run_fit(cfg, subject, tmp_path / "full", device="cpu")
+
+    calls = {"n": 0}
+    real_step = train_mod.Trainer.step
+
+    def flaky_step(self):
+        calls["n"] += 1
+        if calls["n"] == 18:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(train_mod.Trainer, "step", flaky_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(cfg, subject, tmp_path / "cut", device="cpu")
+    partial = tmp_path / "cut.partial"
+    assert (partial / "checkpoints" / "latest.pt").is_file() and not (tmp_path / "cut").exists()
+    state = torch.load(partial / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["iteration"] == 17
+    monkeypatch.setattr(train_mod.Trainer, "step", real_step)
+    run_fit(cfg, subject, tmp_path / "cut", device="cpu")
+    a = np.load(full / "head_params.npz")
+    b = np.load(tmp_path / "cut" / "head_params.npz")
+    assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a.files)
+    from safetensors.numpy import load_file
+
+    ga, gb = load_file(str(full / "gaussians.safetensors")), load_file(str(tmp_path / "cut" / "gaussians.safetensors"))
+    assert ga.keys() == gb.keys() and all(np.allclose(ga[k], gb[k], atol=1e-5) for k in ga)
+
+
+def test_nan_stops_with_a_checkpoint_and_a_clear_message(subject, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod.Trainer, "step", _poisoned(train_mod.Trainer.step, after=2))
+    runner = CliRunner()
+    out = tmp_path / "nan"
+    result = runner.invoke(app, ["--device", "cpu", "fit", str(subject), "-o", str(out), "--iters", "40",
+                                 "--set", "init.max_gaussians=300", "--set", "preview=false"])
+    assert result.exit_code == 1, result.output
+    assert "diverged" in result.output
+    assert not out.exists() and (tmp_path / "nan.partial" / "checkpoints" / "latest.pt").is_file()
+    state = torch.load(tmp_path / "nan.partial" / "checkpoints" / "latest.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["avatar"].values())
+
+
+def _poisoned(step, after: int):
+    """Trainer.step whose targets turn to NaN after ``after`` calls (a blown-up loss)."""
+    calls = {"n": 0}
+
+    def poisoned(self):
+        calls["n"] += 1
+        if calls["n"] == after + 1:
+            original = self.frames.target
+            self.frames.target = lambda index, bg: (original(index, bg)[0] * float("nan"), original(index, bg)[1])
+        return step(self)
+
+    return poisoned
+
+
+def test_disk_full_keeps_the_previous_checkpoint(subject, tmp_path, monkeypatch):
+    cfg = small_config(iters=20)
+    cfg.eval_every, cfg.preview, cfg.checkpoint_every = 0, False, 10
+    cfg.init.max_gaussians = 300
+    real_write = train_mod.atomic_write_bytes
+    calls = {"n": 0}
+
+    def full_disk(path, data):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(train_mod, "atomic_write_bytes", full_disk)
+    from gafkit.errors import StoppedError
+
+    with pytest.raises(StoppedError, match="could not write the checkpoint"):
+        run_fit(cfg, subject, tmp_path / "full", device="cpu")
+    state = torch.load(tmp_path / "full.partial" / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["iteration"] == 10
+    assert not [p for p in (tmp_path / "full.partial" / "checkpoints").iterdir() if p.name != "latest.pt"]
+    # With space again, the same command resumes and finishes.
+    monkeypatch.setattr(train_mod, "atomic_write_bytes", real_write)
+    run_fit(cfg, subject, tmp_path / "full", device="cpu")
+    assert json.loads((tmp_path / "full" / "metrics.json").read_text())["iters"] == 20
+
+
+def test_bad_inputs_exit_2_without_output(subject, tmp_path):
+    runner = CliRunner()
+
+    def run(src, name):
+        out = tmp_path / name
+        result = runner.invoke(app, ["--device", "cpu", "fit", str(src), "-o", str(out), "--iters", "5"])
+        assert result.exit_code == 2, result.output
+        assert not out.exists() and not (tmp_path / f"{name}.partial").exists()
+        return result.output
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "x.txt").write_text("hi")
+    assert "not a tracked artifact" in run(plain, "a")
+    empty = tmp_path / "empty"
+    shutil.copytree(subject, empty)
+    data = json.loads((empty / "transforms.json").read_text())
+    data["frames"] = []
+    (empty / "transforms.json").write_text(json.dumps(data))
+    assert "no usable frames" in run(empty, "b")
+    missing = tmp_path / "missing_mask"
+    shutil.copytree(subject, missing)
+    next((missing / "fg_masks").iterdir()).unlink()
+    assert "missing" in run(missing, "c")
+    wrong = tmp_path / "wrong_size"
+    shutil.copytree(subject, wrong)
+    from PIL import Image
+
+    first = sorted((wrong / "fg_masks").iterdir())[0]
+    Image.new("L", (32, 32)).save(first)
+    assert "32x32" in run(wrong, "d")
