@@ -1,8 +1,9 @@
 """``gafkit track``: a video (or image folder, or image) -> a tracked-sequence artifact.
 
 Stages, each named and logged: decode, detect, crop, segment (``preprocess``, resumable per stage),
-then ``fit`` (the head model to the landmarks, :mod:`gafkit.trackers.fit`), then the artifact files
-(``transforms.json``, parameters, ``tracking.json`` metrics and ``overlay.mp4``).
+then ``fit`` (the head model to the landmarks, :mod:`gafkit.trackers.fit`), then ``photometric`` (the
+fit refined against the pixels, :mod:`gafkit.trackers.photometric`; by default only on a GPU), then the
+artifact files (``transforms.json``, parameters, ``tracking.json`` metrics and ``overlay.mp4``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from gafkit.heads.base import HeadModel
 from gafkit.render.camera import Cameras
 from gafkit.trackers.config import PreprocessConfig
 from gafkit.trackers.fit import LandmarkFitConfig, LandmarkFitResult, fit_landmarks
+from gafkit.trackers.photometric import (
+    PhotometricConfig,
+    load_frames,
+    photometric_enabled,
+    refine_photometric,
+)
 from gafkit.trackers.preprocess import preprocess
 from gafkit.trackers.sequence import contiguous_splits, write_sequence
 
@@ -40,6 +47,7 @@ class TrackConfig:
     """FLAME .pkl (default: $GAFKIT_FLAME_MODEL)."""
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
     fit: LandmarkFitConfig = dataclasses.field(default_factory=LandmarkFitConfig)
+    photometric: PhotometricConfig = dataclasses.field(default_factory=PhotometricConfig)
     val_fraction: float = 0.1
     """Fraction of kept frames (after the training part) used for validation."""
     test_fraction: float = 0.1
@@ -116,14 +124,29 @@ def run_track(cfg: TrackConfig, source: Path, out: Path, *, device: str = "auto"
         frames = [info["frames"][i] for i in keep]
         failed = [{"frame": f["frame"], "source_index": f.get("source_index"), "reason": f.get("reason")}
                   for f, ok in zip(info["frames"], valid) if not ok]
+        timings = {**pre.timings, "fit": fit_s}
+        photometric = None
+        if photometric_enabled(cfg.photometric, dev):
+            with art.timed("photometric"):
+                start = time.perf_counter()
+                images, masks = load_frames([art.dir / f["image"] for f in frames],
+                                            [art.dir / f["mask"] for f in frames], cfg.photometric.render_size)
+                refined = refine_photometric(model, result.params, result.cameras, images, masks, landmarks,
+                                             cfg.photometric, dev)
+                timings["photometric"] = time.perf_counter() - start
+            # Everything written from here on (parameters, metrics, overlay) describes the refined fit.
+            result = dataclasses.replace(result, params=refined.params, errors_px=refined.errors_px)
+            photometric = {"seconds": round(timings["photometric"], 3), **refined.metrics}
         cams = Cameras(K=result.cameras.K.expand(len(keep), 3, 3).cpu(),
                        w2c=result.cameras.w2c.expand(len(keep), 4, 4).cpu(), width=size, height=size)
         write_sequence(art.dir, head_model=cfg.head, params=result.params.to("cpu"), cameras=cams,
                        image_files=[frames[i]["image"] for i in range(len(keep))],
                        mask_files=[frames[i]["mask"] for i in range(len(keep))],
                        frames=[{"index": f["source_index"], "timestamp": f["time"]} for f in frames], splits=contiguous_splits(len(keep), cfg.val_fraction, cfg.test_fraction))
-        timings = {**pre.timings, "fit": fit_s}
         metrics = _metrics(result.errors_px, len(keep), failed, jitter_mm(model, result), timings)
+        metrics["summary"]["photometric"] = photometric is not None
+        if photometric is not None:
+            metrics["photometric"] = photometric
         (art.dir / "tracking.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
         if cfg.overlay:
             with art.timed("overlay"):

@@ -23,6 +23,9 @@ def track(
     start: Annotated[Optional[float], typer.Option(help="Start time in seconds.")] = None,
     end: Annotated[Optional[float], typer.Option(help="End time in seconds.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Keep at most this many frames.")] = None,
+    photometric: Annotated[Optional[bool], typer.Option(
+        "--photometric/--no-photometric",
+        help="Stage 6: refine the fit against the pixels (default: on with a GPU, off on the CPU).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="default or fast.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML/TOML config overrides.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.sub=value override (repeatable).")] = None,
@@ -34,7 +37,7 @@ def track(
 
     flags = {"head": head, "flame_model": flame_model, "preprocess.crop.size": size, "preprocess.decode.fps": fps,
              "preprocess.decode.start": start, "preprocess.decode.end": end,
-             "preprocess.decode.max_frames": max_frames}
+             "preprocess.decode.max_frames": max_frames, "photometric.enabled": photometric}
     cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [], flags=flags)
     run_track(cfg, source, out, device=options.device, overwrite=overwrite)
     typer.echo(str(out))
