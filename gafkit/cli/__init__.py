@@ -44,6 +44,7 @@ def _global(
 def _register() -> None:
     # Each module adds its commands to `app`; heavy imports stay inside command bodies.
     from gafkit.cli import (  # noqa: F401
+        animate,
         assets,
         doctor,
         fit,
