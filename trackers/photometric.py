@@ -34,7 +34,7 @@ from gafkit.console import track
 from gafkit.errors import GafkitError
 from gafkit.heads.base import HeadModel, HeadParams
 from gafkit.render.camera import Cameras
-from gafkit.render.mesh import MeshRaster, interpolate, rasterize_mesh, vertex_normals
+from gafkit.render.mesh import MeshRaster, interpolate, rasterize_mesh, resolve_backend, vertex_normals
 from gafkit.trackers.appearance import SH_C0, UVAtlas, fill_holes, sample_texture, sh_basis, uv_atlas
 from gafkit.trackers.losses import l2_prior, landmark_loss, temporal_smoothness, weighted
 
@@ -149,25 +149,25 @@ def photometric_enabled(cfg: PhotometricConfig, device: torch.device | str) -> b
 
 def load_frames(images: Sequence[Path], masks: Sequence[Path], width: int) -> tuple[Tensor, Tensor]:
     """Read crops and masks, area-downsampled to ``width`` (never upsampled): images [N, H, W, 3]
-    uint8, masks [N, H, W] uint8 (255 = foreground)."""
-    import cv2
+    uint8, masks [N, H, W] uint8 (255 = foreground). Pillow only, so it runs wherever torch does."""
+    from PIL import Image, UnidentifiedImageError
 
-    from gafkit.trackers.preprocess import read_image_file
+    from gafkit.errors import InputError
 
-    out_img, out_mask = [], []
-    for img_path, mask_path in zip(images, masks, strict=True):
-        img = read_image_file(img_path)
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
-            from gafkit.errors import InputError
+    def read(path: Path, mode: str) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                if img.width > width:
+                    img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.BOX)
+                return np.asarray(img)
+        except (OSError, UnidentifiedImageError) as err:
+            raise InputError(path, f"cannot read the image ({err.__class__.__name__})") from None
 
-            raise InputError(mask_path, "cannot read the mask")
-        if img.shape[1] > width:
-            size = (width, round(img.shape[0] * width / img.shape[1]))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
-        out_img.append(img)
-        out_mask.append(mask)
+    out_img = [read(p, "RGB") for p in images]
+    out_mask = [read(p, "L") for p in masks]
+    if len(out_img) != len(out_mask):
+        raise ValueError(f"{len(out_img)} images but {len(out_mask)} masks")
     return torch.from_numpy(np.stack(out_img)), torch.from_numpy(np.stack(out_mask))
 
 
@@ -486,7 +486,7 @@ def refine_photometric(
     after = evaluate()
 
     metrics = {"appearance_steps": cfg.appearance_steps, "steps": cfg.steps, "render_size": prob.rcams.width, "sh_order": cfg.sh_order,
-               "per_frame_light": cfg.per_frame_light, "backend": cfg.backend,
+               "per_frame_light": cfg.per_frame_light, "backend": resolve_backend(cfg.backend, device),
                "albedo": (f"uv texture {prob.texture_size}x{prob.texture_size * prob.atlas.tiles}"
                           if prob.atlas is not None else "per vertex"),
                **_summary(before, after)}
