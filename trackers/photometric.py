@@ -36,7 +36,7 @@ from gafkit.heads.base import HeadModel, HeadParams
 from gafkit.render.camera import Cameras
 from gafkit.render.mesh import MeshRaster, interpolate, rasterize_mesh, resolve_backend, vertex_normals
 from gafkit.trackers.appearance import SH_C0, UVAtlas, fill_holes, sample_texture, sh_basis, uv_atlas
-from gafkit.trackers.losses import l2_prior, landmark_loss, temporal_smoothness, weighted
+from gafkit.trackers.losses import l2_prior, landmark_loss, temporal_smoothness, weighted_sum
 
 log = logging.getLogger("gafkit.track")
 
@@ -439,39 +439,42 @@ def refine_photometric(
             parts = [prob.render(a, b) for a, b in ranges]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0] if k not in ("lmk_uv", "verts")}
 
-    def step(opt: torch.optim.Optimizer, move_geometry: bool) -> dict[str, float]:
+    def step(opt: torch.optim.Optimizer, move_geometry: bool) -> dict[str, Tensor]:
+        """One Adam step on the gradient of all frames; returns the weighted terms (device tensors: no
+        host sync inside the loop)."""
         opt.zero_grad(set_to_none=True)
-        logs: dict[str, float] = {}
+        logs: dict[str, Tensor] = {}
         for a, b in ranges:
             out = prob.render(a, b, geometry_grad=move_geometry)
             terms = {"photo": out["l1"].sum() * (1.0 / n)}
-            if prob.landmarks is not None and move_geometry:
+            if prob.landmarks is not None and move_geometry and weights["landmarks"] is not None:
                 terms["landmarks"] = prob.landmark_term(out["verts"], out["lmk_uv"], a, b) * ((b - a) / n)
-            active = {k: weights.get(k) for k in terms}
-            if all(w is None for w in active.values()):
-                continue
-            total, part = weighted(terms, active)
-            total.backward()
-            for k, v in part.items():
-                logs[k] = logs.get(k, 0.0) + v
+            if any(weights[k] is not None for k in terms):
+                weighted_sum(terms, weights).backward()
+            for k, v in terms.items():
+                if weights[k] is not None:
+                    logs[k] = logs.get(k, 0.0) + weights[k] * v.detach()
         reg = {k: v for k, v in prob.regularizers().items() if move_geometry or k in ("texture_smooth", "light_delta")}
-        if any(weights.get(k) is not None for k in reg):
-            total, part = weighted(reg, weights)
-            total.backward()
-            logs.update({k: v for k, v in part.items() if k != "total"})
+        if any(weights[k] is not None for k in reg):
+            weighted_sum(reg, weights).backward()
+            logs.update({k: weights[k] * v.detach() for k, v in reg.items() if weights[k] is not None})
         opt.step()
         if bounds is not None and move_geometry:
             with torch.no_grad():
                 prob.vars["expr"].clamp_(*bounds)
         return logs
 
+    def debug(name: str, logs: dict[str, Tensor]) -> None:
+        if logs:
+            log.debug("[track-photometric-%s] %s", name, ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items()))
+
     before = evaluate()
-    logs: dict[str, float] = {}
+    logs: dict[str, Tensor] = {}
     if cfg.appearance_steps:
         opt = torch.optim.Adam(appearance)
         for _ in track(range(cfg.appearance_steps), "track: photometric appearance"):
             logs = step(opt, move_geometry=False)
-        log.debug("[track-photometric-appearance] %s", ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+        debug("appearance", logs)
     opt = torch.optim.Adam(appearance + geometry)
     # Constant steps cover the landmark fit's errors fastest; a linear decay over the last 30 % (to 10 %)
     # lets Adam's sign-like steps settle instead of oscillating around the optimum.
@@ -481,8 +484,8 @@ def refine_photometric(
     for _ in track(range(cfg.steps), "track: photometric"):
         logs = step(opt, move_geometry=True)
         sched.step()
-    if logs and cfg.steps:
-        log.debug("[track-photometric] %s", ", ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+    if cfg.steps:
+        debug("joint", logs)
     after = evaluate()
 
     metrics = {"appearance_steps": cfg.appearance_steps, "steps": cfg.steps, "render_size": prob.rcams.width, "sh_order": cfg.sh_order,
