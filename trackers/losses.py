@@ -18,8 +18,10 @@ def landmark_loss(
     >>> p = torch.zeros(1, 2, 2); landmark_loss(p, p + 3, torch.ones(1, 2), scale=1.0).item() > 0
     True
     """
-    dist = torch.linalg.vector_norm(pred - target, dim=-1) / scale
-    huber = torch.where(dist < 1.0, 0.5 * dist**2, dist - 0.5)
+    diff = (pred - target) / scale
+    sq = (diff * diff).sum(-1)  # squared distance: no square root (nor its infinite gradient at 0) inside
+    # The clamp keeps the unused linear branch's gradient finite where the quadratic one is chosen.
+    huber = torch.where(sq < 1.0, 0.5 * sq, sq.clamp_min(1.0).sqrt() - 0.5)
     return (weight * huber).sum() / weight.sum().clamp_min(1e-8)
 
 

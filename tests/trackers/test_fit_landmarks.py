@@ -44,7 +44,7 @@ def test_fit_recovers_pose_and_face_vertices_with_1px_noise():
     valid = torch.ones(n, dtype=torch.bool)
     valid[5] = False  # one failed frame, bridged by smoothness
     noisy[5] = float("nan")
-    cfg = LandmarkFitConfig(rigid_steps=150, steps=300, init_fov_deg=18.0)
+    cfg = LandmarkFitConfig(init_fov_deg=18.0)  # the default steps
     result = fit_landmarks(model, noisy, valid, size, size, cfg)
     good = valid.clone()
     err = result.errors_px[good]
@@ -146,3 +146,22 @@ def test_fit_ict_synthetic_uses_point_map(ict):
     # A constant head pitch trades off against the 100 identity modes (the ToyHead test above has 4).
     rot_err = _angle_deg(result.params.rotation, gt.rotation)
     assert rot_err.mean() < 5.0, rot_err
+
+
+def test_fit_runs_with_cpu_threads_and_restores_them():
+    seen = []
+
+    class Recording(ToyHead):
+        def deform(self, params):
+            seen.append(torch.get_num_threads())
+            return super().deform(params)
+
+    model = Recording()
+    uv, _ = _project(model.landmark_points(model(model.zero_params(3))), torch.tensor(300.0), 64, 64)
+    seen.clear()
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else 1
+    fit_landmarks(model, uv, torch.ones(3, dtype=torch.bool), 128, 128,
+                  LandmarkFitConfig(rigid_steps=1, steps=1, cpu_threads=target))
+    assert seen and set(seen) == {target}
+    assert torch.get_num_threads() == before
