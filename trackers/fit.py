@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-from functools import lru_cache
 
 import torch
 from jaxtyping import Bool, Float
@@ -84,19 +83,20 @@ class LandmarkFitResult:
     log: dict[str, dict[str, float]]
 
 
-@lru_cache(maxsize=1)
-def _landmark_groups() -> dict[str, list[int]]:
-    """Index sets of mediapipe's 478-point face mesh (contour, iris, inner)."""
-    from mediapipe.python.solutions import face_mesh_connections as fmc
-
-    def idx(edges) -> list[int]:
-        return sorted({i for e in edges for i in e})
-
-    oval = idx(fmc.FACEMESH_FACE_OVAL)
-    iris = idx(fmc.FACEMESH_IRISES)
-    stable = idx(fmc.FACEMESH_LEFT_EYE | fmc.FACEMESH_RIGHT_EYE | fmc.FACEMESH_NOSE | fmc.FACEMESH_LEFT_EYEBROW
-                 | fmc.FACEMESH_RIGHT_EYEBROW)
-    return {"oval": oval, "iris": iris, "stable": [i for i in stable if i not in oval]}
+# Index sets of mediapipe's 478-point face mesh, from the edge sets of mediapipe's
+# ``face_mesh_connections`` (topology facts; kept here so fitting runs without mediapipe installed, e.g.
+# on a GPU machine fed saved landmarks; a test checks them against mediapipe).
+# oval: FACEMESH_FACE_OVAL; iris: FACEMESH_IRISES (the ring points, not the centres 468/473);
+# stable: eyes, eyebrows and nose, minus the oval.
+LANDMARK_GROUPS: dict[str, tuple[int, ...]] = {
+    "oval": (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284,
+             288, 297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454),
+    "iris": (469, 470, 471, 472, 474, 475, 476, 477),
+    "stable": (1, 2, 4, 5, 6, 7, 19, 33, 45, 46, 48, 52, 53, 55, 63, 64, 65, 66, 70, 94, 97, 98, 105, 107, 115, 133,
+               144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 168, 173, 195, 197, 220, 246, 249, 263, 275,
+               276, 278, 282, 283, 285, 293, 294, 295, 296, 300, 326, 327, 334, 336, 344, 362, 373, 374, 380, 381,
+               382, 384, 385, 386, 387, 388, 390, 398, 440, 466),
+}
 
 
 def default_camera(width: int, height: int, fov_deg: float, device: torch.device | str = "cpu") -> Cameras:
@@ -215,7 +215,7 @@ def _fit(model: HeadModel, landmarks: Tensor, valid: Tensor, width: int, height:
     device = model.template.device
     target = torch.nan_to_num(landmarks.to(device, torch.float32))  # invalid frames carry no landmark term
     n, num_lmk = target.shape[:2]
-    groups = _landmark_groups()
+    groups = {k: list(v) for k, v in LANDMARK_GROUPS.items()}
     base_w = torch.ones(num_lmk, device=device)
     base_w[groups["oval"]] = cfg.contour_weight
     base_w[groups["iris"]] = cfg.iris_weight

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gafkit.heads.base import axis_angle_to_matrix
-from gafkit.trackers.fit import LandmarkFitConfig, _project, default_camera, fit_landmarks
+from gafkit.trackers.fit import LANDMARK_GROUPS, LandmarkFitConfig, _project, default_camera, fit_landmarks
 from gafkit.trackers.losses import landmark_loss, temporal_smoothness, weighted
 from toy_head import ToyHead
 
@@ -165,3 +165,17 @@ def test_fit_runs_with_cpu_threads_and_restores_them():
                   LandmarkFitConfig(rigid_steps=1, steps=1, cpu_threads=target))
     assert seen and set(seen) == {target}
     assert torch.get_num_threads() == before
+
+
+def test_landmark_groups_match_mediapipe():
+    fmc = pytest.importorskip("mediapipe.python.solutions.face_mesh_connections")
+
+    def idx(edges) -> set[int]:
+        return {i for e in edges for i in e}
+
+    oval = idx(fmc.FACEMESH_FACE_OVAL)
+    features = idx(fmc.FACEMESH_LEFT_EYE | fmc.FACEMESH_RIGHT_EYE | fmc.FACEMESH_NOSE | fmc.FACEMESH_LEFT_EYEBROW
+                   | fmc.FACEMESH_RIGHT_EYEBROW)
+    assert set(LANDMARK_GROUPS["oval"]) == oval
+    assert set(LANDMARK_GROUPS["iris"]) == idx(fmc.FACEMESH_IRISES)
+    assert set(LANDMARK_GROUPS["stable"]) == features - oval
