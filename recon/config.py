@@ -37,10 +37,11 @@ class LearningRates:
     sh_dc: float = 2.5e-3
     sh_rest: float = 1.25e-4
     expr_color: float = 1e-3
-    tracking_expr: float = 1e-3
-    tracking_pose: float = 1e-4
-    """Head rotation, jaw and eyes (radians)."""
-    tracking_translation: float = 1e-5
+    tracking_expr: float = 5e-3
+    tracking_pose: float = 1e-3
+    """Head rotation, jaw and eyes (radians). Each frame is visited only iters / frames times (about 40),
+    so per-step rates must be large enough to move a frame by a tracking error (~1 degree, ~2 mm)."""
+    tracking_translation: float = 1e-4
     """Head translation (metres)."""
 
 

@@ -163,9 +163,12 @@ class Trainer:
         if cfg.refine_tracking and cfg.loss.tracking_reg > 0:
             loss = loss + cfg.loss.tracking_reg * self.offsets.penalty(index)
         loss.backward()
-        value = loss.item()
-        grads_ok = all(torch.isfinite(p.grad).all() for p in (a.xyz, a.sh_dc, a.log_scale) if p.grad is not None)
-        if not math.isfinite(value) or not grads_ok:
+        # One host sync per step: the loss and the gradients that a blow-up reaches first.
+        finite = torch.isfinite(loss)
+        for p in (a.xyz, a.sh_dc, a.log_scale):
+            if p.grad is not None:
+                finite = finite & torch.isfinite(p.grad).all()
+        if not bool(finite):
             self.optimizer.zero_grad(set_to_none=True)
             self.bad_steps += 1
             return None
@@ -174,7 +177,7 @@ class Trainer:
             self.stats.add(out.means2d.grad[0], out.visible[0], self.frames.size[1], self.frames.size[0])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": value, "l1": l1.item(), "frame": index}
+        return {"loss": loss.detach(), "l1": l1.detach(), "frame": index}
 
     def maybe_densify(self) -> dict[str, int] | None:
         d = self.cfg.densify
@@ -303,8 +306,10 @@ def _train(trainer: Trainer, ckpt: Path, log_path: Path) -> None:
 
     def log_eval() -> None:
         m = trainer.evaluate(cfg.eval_split, limit=20)
-        entry = {"iteration": trainer.iteration, "train_time_s": round(trainer.train_time, 3), "loss": last_loss,
-                 "num_gaussians": len(trainer.avatar), **m}
+        train = trainer.evaluate("train", limit=10)
+        entry = {"iteration": trainer.iteration, "train_time_s": round(trainer.train_time, 3),
+                 "loss": float(last_loss), "num_gaussians": len(trainer.avatar), **m,
+                 "train_psnr": train["psnr"], "train_psnr_masked": train["psnr_masked"]}
         trainer.history.append(entry)
         with open(log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
@@ -326,7 +331,7 @@ def _train(trainer: Trainer, ckpt: Path, log_path: Path) -> None:
             sync()
             trainer.train_time += time.perf_counter() - start
             if result is not None:
-                last_loss = result["loss"]
+                last_loss = result["loss"]  # a tensor: read only when logged (no sync per step)
             if counts is not None:
                 log.debug("iteration %d: %s", trainer.iteration, counts)
             if cfg.eval_every and trainer.iteration % cfg.eval_every == 0:

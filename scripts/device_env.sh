@@ -1,0 +1,28 @@
+# Source this on the GPU machine (the `device` tool) from the repository root:
+#   source scripts/device_env.sh
+# It makes the repo importable as `gafkit` without installing it (gafkit.recon / .trackers / .diffusion
+# point at the top-level folders, as the setuptools package-dir mapping does), installs gsplat from the
+# carried wheel and loads its prebuilt CUDA extension (no 80 s JIT build), and unpacks nvdiffrast when
+# its prebuilt tarball is carried. Carried, git-ignored inputs (see docs/DEVICE.md):
+#   .gpu/gsplat_py/gsplat (the wheel's Python files) or .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl,
+#   .gpu/gsplat/prebuilt/{gsplat_cuda.so,csrc.py},
+#   .gpu/nvdiffrast/nvdr.tgz (optional)
+set -e
+for pkg in recon trackers diffusion; do ln -sfn "../$pkg" "gafkit/$pkg"; done
+SITE=/tmp/site
+mkdir -p "$SITE"
+if [ -d .gpu/gsplat_py/gsplat ] && [ ! -d "$SITE/gsplat" ]; then
+  # The wheel's Python files only (its CUDA sources are not needed with the prebuilt extension).
+  cp -r .gpu/gsplat_py/gsplat "$SITE/"
+elif [ -f .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl ] && [ ! -d "$SITE/gsplat" ]; then
+  python -m pip install -q --no-deps --target "$SITE" .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl
+fi
+if [ -f .gpu/gsplat/prebuilt/gsplat_cuda.so ]; then
+  cp .gpu/gsplat/prebuilt/csrc.py "$SITE/gsplat/csrc.py"
+  export GSPLAT_PREBUILT="$PWD/.gpu/gsplat/prebuilt/gsplat_cuda.so"
+fi
+if [ -f .gpu/nvdiffrast/nvdr.tgz ] && [ ! -d /tmp/nvdr ]; then
+  tar -xzf .gpu/nvdiffrast/nvdr.tgz -C /tmp
+fi
+export PYTHONPATH="$PWD:$SITE:/tmp/nvdr${PYTHONPATH:+:$PYTHONPATH}"
+set +e
