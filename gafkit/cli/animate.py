@@ -33,3 +33,36 @@ def export(
     cfg = build_config(ExportConfig(), flags={"format": format_, "frame": frame})
     summary = run_export(cfg, avatar, out, device=options.device, overwrite=overwrite)
     typer.echo(json.dumps(summary))
+
+
+@app.command(rich_help_panel="Pipeline")
+@handles_errors
+def animate(
+    avatar: Annotated[Path, typer.Argument(help="Avatar folder (from gafkit fit).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output video (.mp4, H.264).")],
+    driver: Annotated[Optional[Path], typer.Option(
+        help="Tracked sequence or parameter .npz that drives the avatar [default: its own sequence].")] = None,
+    camera: Annotated[Optional[str], typer.Option(help="source, orbit or a JSON camera-path file.")] = None,
+    expr: Annotated[Optional[list[str]], typer.Option(
+        help="NAME=VALUE: set an expression coefficient on every frame (repeatable).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Longer image side in pixels.")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Frame rate [default: the driver's].")] = None,
+    bg: Annotated[Optional[str], typer.Option(
+        help="Background: white, black, green, #RRGGBB or R,G,B [default: the avatar's].")] = None,
+    frames_dir: Annotated[Optional[Path], typer.Option(help="Also write PNG frames with alpha here.")] = None,
+    side_by_side: Annotated[Optional[bool], typer.Option(
+        "--side-by-side/--no-side-by-side", help="Put the driving frames next to the render.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML config overrides.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.sub=value override (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT / frames folder.")] = False,
+) -> None:
+    """Render the avatar driven by a performance (cross- or self-reenactment) into a video."""
+    from gafkit.config import build_config
+    from gafkit.recon.animate import AnimateConfig, parse_expr_edits, run_animate
+
+    flags = {"driver": driver, "camera": camera, "size": size, "fps": fps, "bg": bg, "side_by_side": side_by_side}
+    cfg = build_config(AnimateConfig(), file=config, sets=set_ or [], flags=flags)
+    if expr:
+        cfg.expr = {**cfg.expr, **parse_expr_edits(expr)}
+    summary = run_animate(cfg, avatar, out, frames_dir=frames_dir, device=options.device, overwrite=overwrite)
+    typer.echo(json.dumps(summary))
