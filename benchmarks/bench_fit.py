@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -33,8 +32,6 @@ from gafkit.device import resolve_device
 from gafkit.heads import load_head_model
 from gafkit.heads.base import HeadModel, HeadParams
 from gafkit.trackers.fit import LandmarkFitConfig, LandmarkFitResult, _project, default_camera, fit_landmarks
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def ping_pong(n_src: int, n: int) -> np.ndarray:
@@ -57,7 +54,7 @@ def load_landmarks(path: Path, frames: int, size: int) -> tuple[torch.Tensor, in
 def synthetic_sequence(model: HeadModel, frames: int, seed: int = 0) -> HeadParams:
     """A talking-head-like sequence: smooth head sweep and expressions, one random identity."""
     g = torch.Generator().manual_seed(seed)
-    p = model.zero_params(frames)
+    p = model.zero_params(frames, "cpu")
     t = torch.arange(frames, dtype=torch.float32) / 25.0  # seconds at 25 fps
     p.rotation[:, 1] = torch.sin(2 * math.pi * t / 6.0) * math.radians(25)
     p.rotation[:, 0] = torch.sin(2 * math.pi * t / 4.0 + 1.0) * math.radians(10)
@@ -68,7 +65,7 @@ def synthetic_sequence(model: HeadModel, frames: int, seed: int = 0) -> HeadPara
     p.expr[:] = amp * (0.5 + 0.5 * torch.sin(2 * math.pi * freq * t[:, None] + phase))
     if model.expr_bounds is None:
         p.expr[:] = (p.expr - amp / 2) * 2  # signed coefficients for models without bounds
-    p.translation[:] = torch.tensor([0.0, 0.0, -0.9]) - model.pivot
+    p.translation[:] = torch.tensor([0.0, 0.0, -0.9]) - model.pivot.cpu()
     return p
 
 
@@ -146,7 +143,6 @@ def main() -> None:
         **errors(result),
         "jitter_mm_per_frame2": round(jitter_mm(model, result.params), 4),
         "torch": torch.__version__,
-        "commit": _commit(),
     }
     if truth is not None:
         with torch.no_grad():
@@ -158,14 +154,6 @@ def main() -> None:
             uv_gt, _ = _project(model(truth)[:, face], focal, size / 2, size / 2)
             report["face_vertex_error_mean_px"] = round(float((uv_fit - uv_gt).norm(dim=-1).mean()), 4)
     print(json.dumps(report))
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":
