@@ -197,3 +197,17 @@ def test_bad_inputs_exit_2_without_output(subject, tmp_path):
     first = sorted((wrong / "fg_masks").iterdir())[0]
     Image.new("L", (32, 32)).save(first)
     assert "32x32" in run(wrong, "d")
+
+
+def test_refine_tracking_moves_only_training_frames(subject, tmp_path):
+    cfg = small_config(iters=15)
+    cfg.eval_every, cfg.preview, cfg.refine_tracking = 0, False, True
+    cfg.init.max_gaussians = 300
+    run_fit(cfg, subject, tmp_path / "refined", device="cpu")
+    tracked = np.load(subject / "head_params.npz")
+    refined = np.load(tmp_path / "refined" / "head_params.npz")
+    splits = json.loads((tmp_path / "refined" / "splits.json").read_text())
+    moved = np.abs(refined["rotation"] - tracked["rotation"]).max(axis=1)
+    assert (moved[splits["train"]] > 0).sum() >= 10  # 15 steps visit ~12 training frames
+    assert np.array_equal(refined["rotation"][splits["test"]], tracked["rotation"][splits["test"]])
+    assert np.array_equal(refined["shape"], tracked["shape"])
