@@ -191,22 +191,20 @@ class ICTPointMap:
         self._id_basis = basis[:n_id].contiguous()
         self._expr_basis = basis[n_id:].contiguous()
         self._ids, self._weights, self._n_points = ids, w, n_points
+        self._block_sizes = [n_points * 3] + [k for _, at, _ in self._eyes for k in (at.shape[0] * 3, 3)]
         self._eye_regions = [head.regions[k] for k in ("eyeball_left", "eyeball_right")]
 
     def __call__(self, params: HeadParams) -> Float[Tensor, "B P 3"]:
         flat = self._template + params.shape @ self._id_basis + params.expr @ self._expr_basis  # [B, X]
         n_batch = flat.shape[0]
-        n = self._n_points * 3
-        points = flat[:, :n].reshape(n_batch, 3, self._n_points).transpose(1, 2)
+        # One split, not a slice per block: its backward is a single concatenation of the blocks' grads.
+        main, *eye_blocks = flat.split(self._block_sizes, dim=1)
+        points = main.reshape(n_batch, 3, self._n_points).transpose(1, 2)
         if params.offsets is not None:
             points = points + (params.offsets[:, self._ids] * self._weights[None, ..., None]).sum(2)
-        col = n
         turns = axis_angle_to_matrix(params.eyes.reshape(-1, 2, 3)) if self._eyes else None  # [B, 2, 3, 3]
-        for side, at, mass in self._eyes:
-            k = at.shape[0] * 3
-            on_eye = flat[:, col:col + k].reshape(n_batch, -1, 3)
-            centre = flat[:, col + k:col + k + 3]
-            col += k + 3
+        for (side, at, mass), on_eye, centre in zip(self._eyes, eye_blocks[0::2], eye_blocks[1::2]):
+            on_eye = on_eye.reshape(n_batch, -1, 3)
             if params.offsets is not None:
                 w = self._weights[at] * torch.isin(self._ids[at], self._eye_regions[side])
                 on_eye = on_eye + (params.offsets[:, self._ids[at]] * w[None, ..., None]).sum(2)
