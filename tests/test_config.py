@@ -118,3 +118,10 @@ def test_save_and_load_round_trip(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config_file(Stage, tmp_path / "config.yaml") == cfg
     assert from_dict(Stage, to_dict(cfg)) == cfg
+
+
+def test_exponent_without_a_dot_is_a_number():
+    # YAML 1.1 reads "2e-2" as a string; --set lr=2e-2 must still work, and words must still fail.
+    assert build_config(Stage(), sets=["optim.lr=2e-2"]).optim.lr == 0.02
+    with pytest.raises(ConfigError, match="expected a number"):
+        build_config(Stage(), sets=["optim.lr=fast"])
