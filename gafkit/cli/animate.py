@@ -66,3 +66,28 @@ def animate(
         cfg.expr = {**cfg.expr, **parse_expr_edits(expr)}
     summary = run_animate(cfg, avatar, out, frames_dir=frames_dir, device=options.device, overwrite=overwrite)
     typer.echo(json.dumps(summary))
+
+
+@app.command(rich_help_panel="Pipeline")
+@handles_errors
+def view(
+    avatar: Annotated[Path, typer.Argument(help="Avatar folder (from gafkit fit).")],
+    port: Annotated[int, typer.Option(help="Port to serve the viewer on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
+    driver: Annotated[Optional[Path], typer.Option(
+        help="Sequence on the timeline (tracked folder or parameter .npz) [default: the avatar's own].")] = None,
+    resolution: Annotated[Optional[int], typer.Option(
+        help="Longer side of the rendered image [default: 512 on CUDA, 256 on the CPU].")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML config overrides.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.sub=value override (repeatable).")] = None,
+) -> None:
+    """Open the avatar in a browser viewer: live rendering, camera control, pose and expression sliders,
+    and a timeline that plays the driving sequence. Ctrl-C stops it."""
+    from gafkit.config import build_config
+    from gafkit.recon.viewer import ViewerConfig, run_view
+
+    cfg = build_config(ViewerConfig(), file=config, sets=set_ or [],
+                       flags={"driver": driver, "resolution": resolution})
+    viewer = run_view(cfg, avatar, host=host, port=port, device=options.device)
+    typer.echo(f"gafkit view: {viewer.url} (Ctrl-C to stop)")
+    viewer.serve_forever()

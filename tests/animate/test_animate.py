@@ -289,3 +289,16 @@ def test_existing_output_and_a_crash_mid_render_leave_files_alone(avatar, tmp_pa
                                 overwrite=True)
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def test_batched_binding_equals_the_avatars_own(avatar):
+    from gafkit.recon.animate import bind_batch
+
+    bundle = load_avatar(avatar)
+    with torch.no_grad():
+        tri = bundle.avatar.frames(bundle.model(bundle.params[2:7]))
+        means, quats, scales = bind_batch(bundle.avatar, tri)
+        for b in range(5):
+            g = bundle.avatar.gaussians(tri, batch_index=b)
+            assert torch.allclose(means[b], g.means, atol=1e-7) and torch.allclose(quats[b], g.quats, atol=1e-7)
+            assert torch.allclose(scales[b], g.scales, atol=1e-9)
