@@ -7,8 +7,10 @@
     transforms.json             NeRF/VHAP convention: intrinsics, per-frame OpenGL c2w, file paths
     transforms_{train,val,test}.json   the same, per split (GaussianAvatars reads these)
     head_params.npz             HeadParams of every frame, stacked [N, ...], plus ``head_model``
+                                (gafkit's convention: the head turns about the model's ``pivot``)
     canonical_params.npz        the shared identity with neutral expression/pose
     flame_param/NNNNN.npz, canonical_flame_param.npz   (FLAME only) the same in VHAP's per-frame keys
+                                and VHAP's convention (the head turns about the shaped root joint)
     frames.json                 (track) every decoded frame: original index, timestamp, status, reason
     tracking.json               (track) per-frame and summary fit metrics
 
@@ -21,7 +23,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ from gafkit.artifact import read_manifest
 from gafkit.errors import InputError
 from gafkit.heads.base import HeadParams
 from gafkit.render.camera import Cameras
+
+if TYPE_CHECKING:
+    from gafkit.heads.base import HeadModel
 
 KIND = "tracked"
 SPLITS = ("train", "val", "test")
@@ -83,12 +88,21 @@ def write_sequence(
     mask_files: Sequence[str],
     frames: Sequence[dict[str, Any]],
     splits: dict[str, list[int]],
+    model: HeadModel | None = None,
 ) -> None:
     """Write the parameter and camera files of a tracked sequence into ``root`` (images and masks are
-    written by the caller at ``image_files``/``mask_files``, relative to ``root``)."""
+    written by the caller at ``image_files``/``mask_files``, relative to ``root``).
+
+    ``params`` ([N, ...]) are in gafkit's convention and go to ``head_params.npz`` unchanged. For FLAME,
+    ``model`` (the FLAME model of ``params``, any device) converts the translations of the VHAP-format
+    files to VHAP's rotation centre (:func:`gafkit.heads.flame.translation_to_vhap`); without it they
+    are written as given, which is right only when they already are VHAP's (an import without a model).
+    """
     n = params.batch_size
     if not (len(cameras) == n == len(image_files) == len(mask_files) == len(frames)):
         raise ValueError("params, cameras, images, masks and frames must have one entry per frame")
+    if model is not None and model.name != head_model:
+        raise ValueError(f"model is {model.name!r} but the sequence is {head_model!r}")
     nerf = cameras.to_nerf_frames()
     entries = []
     for i in range(n):
@@ -111,10 +125,23 @@ def write_sequence(
                                     neck=torch.zeros(1, 3), jaw=torch.zeros(1, 3), eyes=torch.zeros(1, 6))
     canonical.save_npz(root / "canonical_params.npz")
     if head_model == "flame":
+        vhap = _to_vhap_translation(model, params)
         (root / "flame_param").mkdir(exist_ok=True)
         for i in range(n):
-            np.savez(root / "flame_param" / f"{i:05d}.npz", **_vhap_dict(params[i]))
+            np.savez(root / "flame_param" / f"{i:05d}.npz", **_vhap_dict(dataclasses.replace(params[i],
+                                                                                         translation=vhap[i:i + 1])))
+        # No rotation, so no shift: the canonical translation is the same in both conventions.
         np.savez(root / "canonical_flame_param.npz", **_vhap_dict(canonical))
+
+
+def _to_vhap_translation(model: HeadModel | None, params: HeadParams) -> torch.Tensor:
+    """``[N, 3]`` translations for the VHAP-format files (on the CPU), see :func:`write_sequence`."""
+    if model is None:
+        return params.translation.detach().cpu()
+    from gafkit.heads.flame import translation_to_vhap
+
+    with torch.no_grad():
+        return translation_to_vhap(model, params.detach().to(model.pivot.device)).cpu()
 
 
 def _vhap_dict(p: HeadParams) -> dict[str, np.ndarray]:

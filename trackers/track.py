@@ -142,7 +142,8 @@ def run_track(cfg: TrackConfig, source: Path, out: Path, *, device: str = "auto"
         write_sequence(art.dir, head_model=cfg.head, params=result.params.to("cpu"), cameras=cams,
                        image_files=[frames[i]["image"] for i in range(len(keep))],
                        mask_files=[frames[i]["mask"] for i in range(len(keep))],
-                       frames=[{"index": f["source_index"], "timestamp": f["time"]} for f in frames], splits=contiguous_splits(len(keep), cfg.val_fraction, cfg.test_fraction))
+                       frames=[{"index": f["source_index"], "timestamp": f["time"]} for f in frames],
+                       splits=contiguous_splits(len(keep), cfg.val_fraction, cfg.test_fraction), model=model)
         metrics = _metrics(result.errors_px, len(keep), failed, jitter_mm(model, result), timings)
         metrics["summary"]["photometric"] = photometric is not None
         if photometric is not None:

@@ -19,7 +19,8 @@ Two conventions differ between VHAP's FLAME and gafkit's (see :mod:`gafkit.heads
 - VHAP puts ``rotation`` into FLAME's root joint, which turns the head about the root joint of the
   *shaped* mesh (identity, expression and offsets move it); gafkit turns it about the template's
   root joint (``pivot``). The vertices agree when ``translation`` gains ``(I - R)(J0 - pivot)``;
-  that needs the FLAME model, so translations are converted only when one is given;
+  that needs the FLAME model, so translations are converted only when one is given
+  (:func:`gafkit.heads.flame.translation_from_vhap`);
 - VHAP's FLAME has 120 teeth vertices appended after FLAME's own; offset rows beyond the model's
   vertex count (FLAME's 5023 without a model) are dropped.
 
@@ -282,25 +283,6 @@ def _fit_offsets(export: VhapExport, vertices: int | None) -> None:
         raise InputError(export.param_files[0], f"static_offset has {rows} vertices, the FLAME model has {limit}")
 
 
-def to_gafkit_translation(model, params: HeadParams) -> torch.Tensor:
-    """``[N, 3]`` translations that make ``model(params)`` equal VHAP's FLAME with the same parameters.
-
-    VHAP turns the head about the root joint ``J0`` regressed from the shaped mesh (identity,
-    expression, offsets), gafkit about the fixed ``pivot``; ``R(v - J0) + J0 + t`` equals
-    ``R(v - pivot) + pivot + t'`` for ``t' = t + (I - R)(J0 - pivot)``.
-    """
-    from gafkit.heads.lbs import axis_angle_to_matrix
-
-    regressor = model.j_regressor[0]  # [V]
-    coeffs = torch.cat([params.shape, params.expr], dim=-1)  # [N, S + E]
-    root = regressor @ model.template + torch.einsum("v,vck,nk->nc", regressor, model.dirs, coeffs)
-    if params.offsets is not None:
-        root = root + torch.einsum("v,nvc->nc", regressor, params.offsets)
-    rot = axis_angle_to_matrix(params.rotation)  # [N, 3, 3]
-    arm = root - model.pivot  # [N, 3]
-    return params.translation + arm - torch.einsum("nij,nj->ni", rot, arm)
-
-
 def _check_model(export: VhapExport, flame_model: Path):
     from gafkit.heads.flame import FlameHead
 
@@ -349,8 +331,10 @@ def import_vhap(cfg: VhapImportConfig, source: Path, out: Path, *, overwrite: bo
     model = _check_model(export, model_path) if model_path is not None else None
     _fit_offsets(export, model.num_vertices if model is not None else None)
     if model is not None:
+        from gafkit.heads.flame import translation_from_vhap
+
         with torch.no_grad():
-            export.params.translation = to_gafkit_translation(model, export.params)
+            export.params.translation = translation_from_vhap(model, export.params)
     else:
         log.warning("no FLAME model given: translations are kept in VHAP's convention (rotation about the "
                     "shaped root joint); pass --flame-model to convert them exactly")
@@ -364,8 +348,11 @@ def import_vhap(cfg: VhapImportConfig, source: Path, out: Path, *, overwrite: bo
             for image, mask in track(list(zip(export.images, export.masks)), "copy frames"):
                 image_files.append("images/" + _copy_image(image, art.dir / "images", mask=False))
                 mask_files.append("fg_masks/" + _copy_image(mask, art.dir / "fg_masks", mask=True))
+        # With a model the flame_param files get VHAP's translations back; without one the params
+        # still hold them, so they are written unconverted.
         write_sequence(art.dir, head_model="flame", params=export.params, cameras=export.cameras,
-                       image_files=image_files, mask_files=mask_files, frames=export.frames, splits=export.splits)
+                       image_files=image_files, mask_files=mask_files, frames=export.frames, splits=export.splits,
+                       model=model)
         art.manifest.extra = {"head_model": "flame", "imported_from": "vhap", "frames": n,
                               "flame_model_checked": model is not None,
                               "translation": "converted to gafkit's pivot" if model is not None else "as exported"}

@@ -10,7 +10,9 @@ Parameter mapping onto FLAME's 5 joints (root, neck, jaw, left eye, right eye):
   about ``pivot``, the root joint of the *template*. FLAME would turn about the root joint of the
   *shaped* mesh, which moves with the identity coefficients; the two differ only by the constant
   translation ``(R - I)(root(shape) - pivot)``, which ``translation`` absorbs. Keeping the pivot
-  fixed means ``rotation``/``translation`` mean the same for every identity, as the interface says;
+  fixed means ``rotation``/``translation`` mean the same for every identity, as the interface says.
+  :func:`translation_from_vhap` and :func:`translation_to_vhap` convert between the two
+  (VHAP/GaussianAvatars put ``rotation`` into the root joint);
 - ``neck`` -> joint 1, ``jaw`` -> joint 2, ``eyes[:, :3]`` -> joint 3 (left eye), ``eyes[:, 3:]`` ->
   joint 4 (right eye); the root joint's own rotation stays zero;
 - ``shape``/``expr``: FLAME stores both bases in ``shapedirs``' last axis, identity first (300 columns)
@@ -28,12 +30,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from gafkit.errors import GafkitError, InputError
-from gafkit.heads.base import HeadModel, HeadParams, LandmarkEmbedding, vertex_normals
+from gafkit.heads.base import HeadModel, HeadParams, LandmarkEmbedding, axis_angle_to_matrix, vertex_normals
 from gafkit.heads.flame_pickle import load_flame_file
 from gafkit.heads.landmark_cache import load_cached_embedding
 from gafkit.heads.lbs import lbs, parents_from_kintree
 
-__all__ = ["FlameHead", "FLAME_PARENTS", "FLAME_SHAPE_COLUMNS", "flame_regions"]
+__all__ = ["FlameHead", "FLAME_PARENTS", "FLAME_SHAPE_COLUMNS", "flame_regions", "translation_from_vhap",
+           "translation_to_vhap"]
 
 # root -> neck -> {jaw, left eye, right eye}: the tree every FLAME release uses.
 FLAME_PARENTS = [-1, 0, 1, 1, 1]
@@ -99,6 +102,17 @@ class FlameHead(HeadModel):
         root = torch.zeros_like(params.neck)
         return torch.stack([root, params.neck, params.jaw, params.eyes[:, :3], params.eyes[:, 3:]], dim=1)
 
+    def root_joint(self, params: HeadParams) -> Float[Tensor, "B 3"]:
+        """FLAME's root joint ``J0`` regressed from the shaped mesh (identity, expression and offsets):
+        the point FLAME's own root rotation, and VHAP's ``rotation``, turns the head about. It is
+        ``pivot`` for zero coefficients and offsets."""
+        regressor = self.j_regressor[0]  # [V]
+        coeffs = torch.cat([params.shape, params.expr], dim=-1)  # [B, S + E]
+        root = regressor @ self.template + torch.einsum("v,vck,bk->bc", regressor, self.dirs, coeffs)
+        if params.offsets is not None:
+            root = root + torch.einsum("v,bvc->bc", regressor, params.offsets)
+        return root
+
     def deform(self, params: HeadParams) -> Float[Tensor, "B V 3"]:
         """Blendshapes, pose correctives and skinning of neck/jaw/eyes; ``[B, V, 3]``.
 
@@ -156,6 +170,28 @@ class FlameHead(HeadModel):
             uvs=uvs,
             face_uvs=face_uvs,
         )
+
+
+def _root_shift(model: FlameHead, params: HeadParams) -> Float[Tensor, "B 3"]:
+    """``(I - R)(J0 - pivot)``: what turning about ``J0`` instead of ``pivot`` adds to the translation.
+
+    ``R(v - J0) + J0 + t`` equals ``R(v - pivot) + pivot + t + (I - R)(J0 - pivot)``.
+    """
+    rot = axis_angle_to_matrix(params.rotation)  # [B, 3, 3]
+    arm = model.root_joint(params) - model.pivot  # [B, 3]
+    return arm - torch.einsum("bij,bj->bi", rot, arm)
+
+
+def translation_from_vhap(model: FlameHead, params: HeadParams) -> Float[Tensor, "B 3"]:
+    """gafkit's ``[B, 3]`` translations for ``params`` whose ``translation`` is VHAP's (head turned
+    about ``J0``): ``model(params)`` with them gives VHAP's FLAME vertices."""
+    return params.translation + _root_shift(model, params)
+
+
+def translation_to_vhap(model: FlameHead, params: HeadParams) -> Float[Tensor, "B 3"]:
+    """VHAP's/GaussianAvatars' ``[B, 3]`` translations for gafkit ``params`` (head turned about
+    ``pivot``); the inverse of :func:`translation_from_vhap` (``J0`` does not depend on the pose)."""
+    return params.translation - _root_shift(model, params)
 
 
 def _validated(path: Path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -171,7 +171,7 @@ def run_synth(cfg: SynthConfig, out: str | Path, *, overwrite: bool = False) -> 
         frames = [{"index": i, "timestamp": round(i / cfg.fps, 6), "status": "ok"} for i in range(n)]
         write_sequence(root, head_model=cfg.head, params=subject.params, cameras=cams, image_files=files,
                        mask_files=[f.replace("images/", "fg_masks/") for f in files], frames=frames,
-                       splits=contiguous_splits(n))
+                       splits=contiguous_splits(n), model=head)
         gt_params = {k: v.numpy().astype(np.float32) for k, v in subject.params.tensors().items()}
         np.savez(root / "gt" / "params.npz", head_model=np.array(cfg.head), K=subject.camera.K[0].numpy(),
                  w2c=subject.camera.w2c[0].numpy(), **gt_params)

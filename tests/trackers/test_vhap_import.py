@@ -207,6 +207,52 @@ def test_flame_model_checks_sizes_and_converts_the_rotation_centre(tmp_path):
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 
+def test_gafkit_flame_sequence_round_trips_through_the_model(tmp_path):
+    """Written with the model (flame_param in VHAP's convention), imported with it: gafkit's params back."""
+    from heads.flame_fixture import write_flame_pickle
+
+    from gafkit.heads.flame import FlameHead
+
+    pkl = tmp_path / "flame.pkl"
+    write_flame_pickle(pkl, n_expr=5)
+    model = FlameHead.from_pickle(pkl, n_shape=8, n_expr=5)
+    n = 4
+    g = torch.Generator().manual_seed(2)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    params = HeadParams(shape=r(1, 8).expand(n, 8).clone(), expr=r(n, 5), rotation=r(n, 3) * 0.4,
+                        translation=r(n, 3) * 0.1, neck=r(n, 3) * 0.2, jaw=r(n, 3) * 0.2, eyes=r(n, 6) * 0.2,
+                        offsets=(r(1, model.num_vertices, 3) * 1e-2).expand(n, -1, -1).clone())
+    cams = Cameras.look_at(torch.tensor([[0.0, 0.0, 1.0]]).expand(n, 3), torch.zeros(n, 3), fov_deg=20,
+                           width=16, height=16)
+    with write_artifact(tmp_path / "orig", "tracked", config={"head": "flame"}) as art:
+        for d in ("images", "fg_masks"):
+            (art.dir / d).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((16, 16, 3), 30 * i, np.uint8)).save(art.dir / f"images/{i:05d}.png")
+            Image.fromarray(np.full((16, 16), 255, np.uint8)).save(art.dir / f"fg_masks/{i:05d}.png")
+        write_sequence(art.dir, head_model="flame", params=params, cameras=cams,
+                       image_files=[f"images/{i:05d}.png" for i in range(n)],
+                       mask_files=[f"fg_masks/{i:05d}.png" for i in range(n)],
+                       frames=[{"index": i, "timestamp": 0.04 * i} for i in range(n)], splits=contiguous_splits(n),
+                       model=model)
+    # The written files drive VHAP's FLAME (rotation in the root joint) to gafkit's vertices.
+    exported = [dict(np.load(tmp_path / f"orig/flame_param/{i:05d}.npz")) for i in range(n)]
+    with torch.no_grad():
+        as_vhap = dataclass_params(exported, model.num_vertices)
+        assert (vhap_flame_vertices(model, as_vhap) - model(params)).abs().max() < 1e-5
+    assert (as_vhap.translation - params.translation).abs().max() > 1e-3
+
+    result = run_import(tmp_path / "orig", "-o", tmp_path / "back", "--flame-model", pkl)
+    assert result.exit_code == 0, result.output
+    back = load_sequence(tmp_path / "back")
+    for key, value in params.tensors().items():
+        assert torch.allclose(back.params.tensors()[key], value, atol=1e-6), key
+    # Exported again, the VHAP files come out as they went in.
+    for i in range(n):
+        again = np.load(tmp_path / f"back/flame_param/{i:05d}.npz")
+        assert np.allclose(again["translation"], exported[i]["translation"], atol=1e-6)
+
+
 def dataclass_params(exported: list[dict], rows: int) -> HeadParams:
     cat = lambda k: torch.from_numpy(np.concatenate([p[k] for p in exported]))  # noqa: E731
     return HeadParams(shape=torch.from_numpy(np.stack([p["shape"] for p in exported])), expr=cat("expr"),
