@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_VIDEO = REPO / "examples" / "d20.mp4"
-REAL_DATA = REPO.parent / "shared" / "data" / "real"
+from paths import EXAMPLE_VIDEO, REAL_DATA, REPO  # noqa: F401  (re-exported for older imports)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from conftest import EXAMPLE_VIDEO
 from gafkit.cli import app
 from gafkit.errors import GafkitError, InputError
 from gafkit.heads import HeadParams, load_head_model
@@ -30,6 +29,7 @@ from gafkit.trackers.photometric import (
     photometric_enabled,
     refine_photometric,
 )
+from paths import EXAMPLE_VIDEO
 from toy_head import ToyHead
 
 runner = CliRunner()

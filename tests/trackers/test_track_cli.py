@@ -5,10 +5,10 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from conftest import EXAMPLE_VIDEO
 from gafkit.artifact import read_manifest
 from gafkit.cli import app
 from gafkit.trackers.sequence import load_sequence
+from paths import EXAMPLE_VIDEO
 
 runner = CliRunner()
 
