@@ -116,12 +116,19 @@ def test_viewer_page_shows_the_avatar_and_follows_sliders_and_the_timeline(avata
             region = _wait(lambda: r if (r := _view_region(page)).min() < 150 else None, 30, "the avatar image in the page")
             first_image, renders = viewer.last_image.copy(), viewer.renders
 
-            yaw = page.get_by_role("slider").nth(1)  # the timeline's frame slider comes first
-            yaw.focus()
-            yaw.press("End")  # +60 degrees
-            _wait(lambda: viewer.edit.head[0] == 60.0, 30, "the yaw slider to reach the server")
+            client = next(iter(viewer.server.get_clients().values()))
+            view_before = (client.camera.position.copy(), client.camera.wxyz.copy())
+            # Click near the right end (about +50 degrees) of the head-yaw slider's track (the timeline's frame slider comes
+            # first). Arrow keys would also turn the page's camera; a click moves only the slider.
+            track = page.get_by_role("slider").nth(1).locator(
+                "xpath=ancestor::div[contains(@class,'mantine-Slider-root')][1]")
+            box = track.bounding_box()
+            page.mouse.click(box["x"] + 0.95 * box["width"], box["y"] + box["height"] / 2)
+            _wait(lambda: viewer.edit.head[0] > 30, 30, "the yaw slider to reach the server")
             _wait(lambda: viewer.renders > renders, 60, "a render of the turned head")
             assert np.abs(viewer.last_image.astype(int) - first_image.astype(int)).mean() > 2
+            # The page's camera stayed put: the new image comes from the slider alone.
+            assert np.allclose(client.camera.position, view_before[0]) and np.allclose(client.camera.wxyz, view_before[1])
             turned = _wait(lambda: r if np.abs((r := _view_region(page)) - region).mean() > 1 else None, 30,
                            "the turned head in the page")
             page.screenshot(path=str(tmp_path / "viewer.png"))
