@@ -105,7 +105,7 @@ def edited_params(base: HeadParams, edit: PoseEdit, model: HeadModel) -> HeadPar
         eyes = torch.cat([turned(base.eyes[:, :3], edit.eyes, False), turned(base.eyes[:, 3:], edit.eyes, False)], 1)
     # The head turns in its own frame (local), the joints relative to the head (their parent).
     return dataclasses.replace(base, expr=expr, rotation=turned(base.rotation, edit.head, True), eyes=eyes,
-                               jaw=turned(base.jaw, edit.jaw, False))
+                               jaw=turned(base.jaw, (edit.jaw[1], edit.jaw[0], edit.jaw[2]), False))  # x = pitch
 
 
 def check_port(host: str, port: int) -> None:

@@ -139,3 +139,33 @@ def test_viewer_page_shows_the_avatar_and_follows_sliders_and_the_timeline(avata
             browser.close()
     finally:
         viewer.stop()
+
+
+def test_view_command_serves_the_page_and_stops_on_sigterm(avatar):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gafkit", "--device", "cpu", "view", str(avatar), "--port", str(port),
+                             "--resolution", "32"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        def page():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    return r.read().decode()
+            except OSError:
+                return None if proc.poll() is None else "exited"
+
+        html = _wait(page, 90, "the viewer page")
+        assert html != "exited" and "<html" in html.lower()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert f"http://127.0.0.1:{port}" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
