@@ -18,7 +18,7 @@ def export(
     avatar: Annotated[Path, typer.Argument(help="Avatar folder (from gafkit fit).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output file: .ply (3DGS), .splat, or .ply/.obj mesh.")],
     format_: Annotated[Optional[str], typer.Option(
-        "--format", help="ply (3DGS Gaussians), splat (web viewers) or mesh [default: from the extension].")] = None,
+        "--format", help="ply (3DGS Gaussians), splat (web viewers) or mesh (default: from the extension).")] = None,
     frame: Annotated[Optional[int], typer.Option(help="Pose of this source frame (0-based).")] = None,
     neutral: Annotated[bool, typer.Option(help="Neutral expression and pose at the model origin (the default).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
@@ -41,14 +41,14 @@ def animate(
     avatar: Annotated[Path, typer.Argument(help="Avatar folder (from gafkit fit).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output video (.mp4, H.264).")],
     driver: Annotated[Optional[Path], typer.Option(
-        help="Tracked sequence or parameter .npz that drives the avatar [default: its own sequence].")] = None,
+        help="Tracked sequence or parameter .npz that drives the avatar (default: its own sequence).")] = None,
     camera: Annotated[Optional[str], typer.Option(help="source, orbit or a JSON camera-path file.")] = None,
     expr: Annotated[Optional[list[str]], typer.Option(
         help="NAME=VALUE: set an expression coefficient on every frame (repeatable).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Longer image side in pixels.")] = None,
-    fps: Annotated[Optional[float], typer.Option(help="Frame rate [default: the driver's].")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Frame rate (default: the driver's).")] = None,
     bg: Annotated[Optional[str], typer.Option(
-        help="Background: white, black, green, #RRGGBB or R,G,B [default: the avatar's].")] = None,
+        help="Background: white, black, green, #RRGGBB or R,G,B (default: the avatar's).")] = None,
     frames_dir: Annotated[Optional[Path], typer.Option(help="Also write PNG frames with alpha here.")] = None,
     side_by_side: Annotated[Optional[bool], typer.Option(
         "--side-by-side/--no-side-by-side", help="Put the driving frames next to the render.")] = None,
@@ -75,9 +75,9 @@ def view(
     port: Annotated[int, typer.Option(help="Port to serve the viewer on.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
     driver: Annotated[Optional[Path], typer.Option(
-        help="Sequence on the timeline (tracked folder or parameter .npz) [default: the avatar's own].")] = None,
+        help="Sequence on the timeline (tracked folder or parameter .npz) (default: the avatar's own).")] = None,
     resolution: Annotated[Optional[int], typer.Option(
-        help="Longer side of the rendered image [default: 512 on CUDA, 256 on the CPU].")] = None,
+        help="Longer side of the rendered image (default: 512 on CUDA, 256 on the CPU).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML/TOML config overrides.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.sub=value override (repeatable).")] = None,
 ) -> None:
