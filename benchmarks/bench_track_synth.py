@@ -13,8 +13,9 @@ same size, and :func:`gafkit.trackers.accuracy.track_accuracy` compares the resu
 <= 2 px, <= 3 degrees).
 
 Prints one JSON object: frames, size, face_vertex_error_px {mean, p95}, rotation_error_deg {mean,
-max}, the landmark error of ``tracking.json`` (crop pixels, and converted to subject pixels), and the
-seconds of synth and track.
+max}, the landmark error of ``tracking.json`` (fitted vs detected; crop pixels, and converted to
+subject pixels), the detector error (detected landmarks vs the true mesh's landmark points, subject
+pixels) and the seconds of synth and track.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         "landmark_error_px": {"mean_crop": round(summary["landmark_error_mean_px"], 3),
                               "p95_crop": round(summary["landmark_error_p95_px"], 3),
                               "mean_subject": round(summary["landmark_error_mean_px"] * to_subject, 3)},
+        # Detected landmarks vs the true mesh's landmark points: the error the fit inherits from mediapipe.
+        "detector_error_px_mean": round(s["detector_error_px_mean"], 3),
         "crop": {k: crop[k] for k in ("x0", "y0", "side", "size")},
         "seconds": {"synth": None if synth_s is None else round(synth_s, 1), "track": round(track_s, 1)},
         "torch_threads": torch.get_num_threads(),

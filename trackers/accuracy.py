@@ -47,6 +47,10 @@ class TrackAccuracy:
     """Geodesic angle between tracked and true head orientation in camera space, per frame."""
     image_size: int
     """Width of the subject's images (the pixels ``vertex_px`` is measured in)."""
+    detector_px: np.ndarray
+    """``[N, 478]`` distance of the detected landmarks from the true mesh's landmark points (the model's
+    mediapipe embedding), subject-image pixels: what the landmark fit starts from, before any fitting
+    error (nan where a landmark was not detected)."""
 
     def summary(self) -> dict[str, float]:
         return {
@@ -54,6 +58,7 @@ class TrackAccuracy:
             "face_vertex_error_px_p95": float(np.percentile(self.vertex_px, 95)),
             "rotation_error_deg_mean": float(self.rotation_deg.mean()),
             "rotation_error_deg_max": float(self.rotation_deg.max()),
+            "detector_error_px_mean": float(np.nanmean(self.detector_px)),
         }
 
 
@@ -106,9 +111,14 @@ def track_accuracy(tracked: str | Path, subject: str | Path, region: str = "face
         crop_uv, _ = seq.cameras.project(head(seq.params)[:, idx])  # [N, K, 2] crop pixels
         true_uv, _ = _project_static(gt_cam, head(truth)[:, idx])  # [N, K, 2] subject-image pixels
         rot = geodesic_deg(camera_rotation(seq.cameras, seq.params), camera_rotation(gt_cam, truth))
+        true_lmk, _ = _project_static(gt_cam, head.landmark_points(head(truth)))  # [N, 478, 2]
     tracked_uv = crop.crop_to_frame(crop_uv.double().numpy()) / decode_scale
     err = np.linalg.norm(tracked_uv - true_uv.double().numpy(), axis=-1)
-    return TrackAccuracy(frames=frames, vertex_px=err, rotation_deg=rot.double().numpy(), image_size=gt_cam.width)
+    with np.load(tracked / "landmarks.npz") as data:
+        detected = data["landmarks_frame"][data["valid"].astype(bool), :, :2] / decode_scale
+    detector = np.linalg.norm(detected - true_lmk.double().numpy(), axis=-1)
+    return TrackAccuracy(frames=frames, vertex_px=err, rotation_deg=rot.double().numpy(), image_size=gt_cam.width,
+                         detector_px=detector)
 
 
 def _project_static(camera: Cameras, points: Float[Tensor, "N K 3"]) -> tuple[Tensor, Tensor]:

@@ -47,6 +47,7 @@ def test_tracked_photo_subject_matches_ground_truth(tracked_subject):
     s = acc.summary()
     assert s["face_vertex_error_px_mean"] < 6.0, s
     assert s["rotation_error_deg_mean"] < 6.0 and s["rotation_error_deg_max"] < 10.0, s
+    assert acc.detector_px.shape == (FRAMES, 478) and 0.0 < s["detector_error_px_mean"] < 6.0, s
     crop = json.loads((tracked / "crop.json").read_text())
     assert crop["side"] < SIZE  # the crop really differs from the subject image: the mapping matters
 
