@@ -31,3 +31,42 @@ def run_(
     cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [])
     run_pipeline(cfg, video, out, device=options.device, overwrite=overwrite)
     typer.echo(str(out))
+
+
+@app.command(rich_help_panel="Pipeline")
+@handles_errors
+def batch(
+    input_dir: Annotated[Path, typer.Argument(help="Folder of videos.")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Output folder: one run folder per video, "
+                                                              "logs/, summary.json, summary.csv.")],
+    pattern: Annotated[str, typer.Option(help="Glob of the videos in INPUT_DIR ('**/*.mp4' for subfolders).")]
+    = "*.mp4",
+    jobs: Annotated[Optional[int], typer.Option(help="Videos at the same time [default: one per GPU, or 1].")]
+    = None,
+    gpus: Annotated[Optional[str], typer.Option(help="GPU indices for the job slots, e.g. 0,1 "
+                                                     "(each run sees one through CUDA_VISIBLE_DEVICES).")] = None,
+    executor: Annotated[str, typer.Option(help="local: child processes on this machine.")] = "local",
+    retries: Annotated[int, typer.Option(help="Extra attempts for a run that crashed (not for user errors).")] = 0,
+    preset: Annotated[Optional[str], typer.Option(help="Run preset: demo (CPU), fast, default or quality.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML run-config overrides.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.sub=value run-config override "
+                                                                     "(repeatable).")] = None,
+) -> None:
+    """Run the whole pipeline on every video of a folder, in parallel, each in its own process. One
+    video's failure never stops the others; rerunning the same command resumes."""
+    from gafkit.batch import BatchConfig, run_batch
+    from gafkit.config import build_config, select_preset
+    from gafkit.errors import ConfigError
+    from gafkit.pipeline import PRESETS
+
+    try:
+        gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip()) if gpus else ()
+    except ValueError:
+        raise ConfigError(f"--gpus {gpus!r}: expected comma-separated GPU indices, e.g. 0,1") from None
+    bcfg = build_config(BatchConfig(), flags={"pattern": pattern, "jobs": jobs, "gpus": gpu_ids,
+                                              "executor": executor, "retries": retries})
+    cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [])
+    summary = run_batch(bcfg, cfg, input_dir, out_dir, device=options.device)
+    typer.echo(str(out_dir / "summary.json"))
+    counts = summary["counts"]
+    typer.echo(f"{counts['complete']} complete, {counts['skipped']} skipped, {counts['failed']} failed", err=True)
