@@ -58,7 +58,9 @@ class BatchConfig:
     """Runs at the same time; None = one per GPU in ``gpus``, or 1."""
     gpus: tuple[int, ...] = ()
     """GPU indices handed to the job slots (empty: the runs see every device the batch sees)."""
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "ray"] = "local"
+    ray_address: Optional[str] = None
+    """Ray cluster to join (``auto``, ``HOST:6379`` or ``ray://HOST:10001``); None starts a local Ray."""
     retries: int = 0
     """Extra attempts for a run that crashed (not for user errors or interruptions)."""
 
@@ -195,22 +197,61 @@ def attempt_job(job: Job, run_once: Callable[[Job, int], int], retries: int, boa
     return outcome
 
 
-class LocalExecutor:
-    """Runs each attempt as a child process on this machine, ``slots`` at a time."""
+class ThreadedExecutor:
+    """Runs the jobs from a thread pool, each thread attempting one job at a time through
+    :meth:`run_once` (a child process here, a Ray task elsewhere); ``slots`` threads at most."""
 
     def __init__(self, cfg: BatchConfig, config_file: Path, device: str):
         self.cfg, self.config_file, self.device = cfg, config_file, device
+        self.stopping = threading.Event()
+
+    def slots(self, n_jobs: int) -> int:
+        return self.cfg.slots()
+
+    def run_once(self, job: Job, attempt: int, board: Board) -> int:
+        """Run one attempt of ``job`` to the end; its exit code."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Make the running attempts checkpoint and exit 130; start no new ones."""
+        raise NotImplementedError
+
+    def run(self, jobs: list[Job], board: Board, refresh: Callable[[], None]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        pool = ThreadPoolExecutor(max_workers=self.slots(len(jobs)), thread_name_prefix="gafkit-batch")
+        futures: dict[Future, Job] = {
+            pool.submit(attempt_job, job, lambda j, a: self.run_once(j, a, board), self.cfg.retries, board): job
+            for job in jobs}
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    outcomes[futures[fut].name] = fut.result()
+                refresh()
+        except KeyboardInterrupt:
+            self.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return outcomes
+
+
+class LocalExecutor(ThreadedExecutor):
+    """Runs each attempt as a child process on this machine, ``slots`` at a time."""
+
+    def __init__(self, cfg: BatchConfig, config_file: Path, device: str):
+        super().__init__(cfg, config_file, device)
         self.free: queue.Queue[int] = queue.Queue()
         for slot in range(cfg.slots()):
             self.free.put(slot)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.stopping = threading.Event()
         self.lock = threading.Lock()
 
     def gpu(self, slot: int) -> int | None:
         return self.cfg.gpus[slot % len(self.cfg.gpus)] if self.cfg.gpus else None
 
-    def run_once(self, job: Job, attempt: int, board: Board | None = None) -> int:
+    def run_once(self, job: Job, attempt: int, board: Board) -> int:
         if self.stopping.is_set():
             return 130
         slot = self.free.get()
@@ -219,8 +260,7 @@ class LocalExecutor:
             gpu = self.gpu(slot)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-                if board is not None:
-                    board.update(job.name, gpu=gpu)
+                board.update(job.name, gpu=gpu)
             job.log.parent.mkdir(parents=True, exist_ok=True)
             cmd = run_command(job, self.config_file, self.device)
             with open(job.log, "a", encoding="utf-8") as logf:
@@ -239,28 +279,7 @@ class LocalExecutor:
         finally:
             self.free.put(slot)
 
-    def run(self, jobs: list[Job], board: Board, refresh: Callable[[], None]) -> dict[str, Outcome]:
-        outcomes: dict[str, Outcome] = {}
-        pool = ThreadPoolExecutor(max_workers=self.cfg.slots(), thread_name_prefix="gafkit-batch")
-        futures: dict[Future, Job] = {
-            pool.submit(attempt_job, job, lambda j, a: self.run_once(j, a, board), self.cfg.retries, board): job
-            for job in jobs}
-        try:
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outcomes[futures[fut].name] = fut.result()
-                refresh()
-        except KeyboardInterrupt:
-            self.stop()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        return outcomes
-
     def stop(self) -> None:
-        """SIGTERM every running child (each checkpoints and exits 130) and start no new ones."""
         with self.lock:
             self.stopping.set()
             procs = list(self.procs.values())
@@ -316,6 +335,8 @@ def run_batch(cfg: BatchConfig, run_cfg: RunConfig, input_dir: str | Path, out_d
         raise GafkitError(f"--jobs must be at least 1, got {cfg.jobs}")
     if cfg.retries < 0:
         raise GafkitError(f"--retries must be at least 0, got {cfg.retries}")
+    if cfg.ray_address is not None and cfg.executor != "ray":
+        raise GafkitError("--ray-address needs --executor ray")
     jobs = plan_jobs(find_videos(input_dir, cfg.pattern), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = out_dir / "run_config.yaml"
@@ -331,7 +352,17 @@ def run_batch(cfg: BatchConfig, run_cfg: RunConfig, input_dir: str | Path, out_d
             todo.append(job)
     log.info("batch: %d videos, %d to run, %d done before", len(jobs), len(todo), len(jobs) - len(todo))
     if todo:
-        outcomes.update(_execute(LocalExecutor(cfg, config_file, device), todo, board))
+        if cfg.executor == "ray":
+            from gafkit.batch_ray import RayExecutor
+
+            executor: ThreadedExecutor = RayExecutor(cfg, config_file, device)
+        else:
+            executor = LocalExecutor(cfg, config_file, device)
+        try:
+            outcomes.update(_execute(executor, todo, board))
+        finally:
+            if hasattr(executor, "close"):
+                executor.close()
     extra = {"input_dir": str(input_dir), "out_dir": str(out_dir), "pattern": cfg.pattern,
              "executor": cfg.executor, "config": str(config_file)}
     summary = write_summary(out_dir, [summary_row(j, outcomes[j.name]) for j in jobs], extra)

@@ -45,7 +45,10 @@ def batch(
     = None,
     gpus: Annotated[Optional[str], typer.Option(help="GPU indices for the job slots, e.g. 0,1 "
                                                      "(each run sees one through CUDA_VISIBLE_DEVICES).")] = None,
-    executor: Annotated[str, typer.Option(help="local: child processes on this machine.")] = "local",
+    executor: Annotated[str, typer.Option(help="local (child processes here) or ray (Ray tasks; "
+                                               "pip install 'gafkit[cluster]').")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join, e.g. auto or ray://HOST:10001 "
+                                                            "[default: start a local Ray].")] = None,
     retries: Annotated[int, typer.Option(help="Extra attempts for a run that crashed (not for user errors).")] = 0,
     preset: Annotated[Optional[str], typer.Option(help="Run preset: demo (CPU), fast, default or quality.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML/TOML run-config overrides.")] = None,
@@ -64,7 +67,7 @@ def batch(
     except ValueError:
         raise ConfigError(f"--gpus {gpus!r}: expected comma-separated GPU indices, e.g. 0,1") from None
     bcfg = build_config(BatchConfig(), flags={"pattern": pattern, "jobs": jobs, "gpus": gpu_ids,
-                                              "executor": executor, "retries": retries})
+                                              "executor": executor, "ray_address": ray_address, "retries": retries})
     cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [])
     summary = run_batch(bcfg, cfg, input_dir, out_dir, device=options.device)
     typer.echo(str(out_dir / "summary.json"))

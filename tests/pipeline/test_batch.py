@@ -120,3 +120,24 @@ def test_plan_and_bad_arguments(tmp_path):
     result = runner.invoke(app, ["batch", str(tmp_path), "-o", str(tmp_path / "o"), "--jobs", "0"])
     assert result.exit_code == 2 and "--jobs" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_ray_executor_on_a_local_instance(videos, tmp_path, tiny_config):
+    pytest.importorskip("ray")
+    (videos / "bob.mp4").unlink()  # one good and one corrupt clip keep the Ray test short
+    out = tmp_path / "ray out"
+    args = ["--device", "cpu", "batch", str(videos), "-o", str(out), "--executor", "ray", "--jobs", "2",
+            "--preset", "fast", "--config", str(tiny_config)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["videos"]}
+    assert summary["executor"] == "ray" and summary["counts"] == {"complete": 1, "skipped": 0, "failed": 1}
+    assert rows["alice"]["metrics"]["psnr"] > 5 and (out / "alice" / "animate_self.mp4").is_file()
+    assert rows["broken"]["exit_code"] == 2 and "broken.mp4" in rows["broken"]["error"]
+    assert "# ray task on" in (out / "logs" / "alice.log").read_text()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert [r["status"] for r in json.loads((out / "summary.json").read_text())["videos"]] == ["skipped", "failed"]
+    result = runner.invoke(app, ["batch", str(videos), "-o", str(out), "--ray-address", "auto"])
+    assert result.exit_code == 2 and "--ray-address needs --executor ray" in result.output
