@@ -141,3 +141,20 @@ def test_ray_executor_on_a_local_instance(videos, tmp_path, tiny_config):
     assert [r["status"] for r in json.loads((out / "summary.json").read_text())["videos"]] == ["skipped", "failed"]
     result = runner.invoke(app, ["batch", str(videos), "-o", str(out), "--ray-address", "auto"])
     assert result.exit_code == 2 and "--ray-address needs --executor ray" in result.output
+
+
+def test_live_table_shows_each_runs_stage(tmp_path):
+    from rich.console import Console
+
+    jobs = plan_jobs([tmp_path / "alice.mp4", tmp_path / "broken.mp4"], tmp_path / "out")
+    jobs[0].out.mkdir(parents=True)
+    (jobs[0].out / "run.json").write_text(json.dumps({"status": "running", "stage": "fit"}))
+    board = Board(jobs)
+    board.update("alice", status="running", attempt=1, started=1.0)
+    board.update("broken", status="failed", error="broken.mp4: cannot decode")
+    console = Console(record=True, width=120)
+    console.print(board.table())
+    text = console.export_text()
+    alice = next(line for line in text.splitlines() if "alice" in line)
+    assert "running" in alice and "fit" in alice
+    assert "cannot decode" in next(line for line in text.splitlines() if "broken" in line)
