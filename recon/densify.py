@@ -15,6 +15,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from gafkit.recon.avatar import PER_GAUSSIAN, GaussianAvatar
+from gafkit.recon.backends.torch_ref import quat_to_rotation
 from gafkit.recon.config import DensifyConfig
 
 
@@ -40,15 +41,6 @@ class GradStats:
 
     def mean(self) -> Float[Tensor, " N"]:
         return self.grad_sum / self.count.clamp_min(1)
-
-
-def _quat_to_matrix(q: Float[Tensor, "N 4"]) -> Float[Tensor, "N 3 3"]:
-    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(-1, 3, 3)
 
 
 def edit_gaussians(avatar: GaussianAvatar, optimizer: torch.optim.Optimizer, keep: Bool[Tensor, " N"],
@@ -103,7 +95,7 @@ def densify_and_prune(avatar: GaussianAvatar, optimizer: torch.optim.Optimizer, 
         if split.any():
             idx = torch.nonzero(split)[:, 0]
             scale = avatar.log_scale.exp()[idx]
-            rot = _quat_to_matrix(avatar.rotation[idx])
+            rot = quat_to_rotation(avatar.rotation[idx])
             for _ in range(2):
                 noise = torch.randn(idx.shape[0], 3, generator=gen).to(scale)
                 offset = torch.einsum("nij,nj->ni", rot, noise * scale)

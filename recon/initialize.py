@@ -9,7 +9,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from gafkit.heads.base import HeadModel, HeadParams
-from gafkit.recon.avatar import GaussianAvatar, rgb_to_sh_dc
+from gafkit.recon.avatar import GaussianAvatar, expression_condition, rgb_to_sh_dc
 from gafkit.recon.binding import triangle_frames
 from gafkit.recon.config import FitConfig
 from gafkit.recon.data import FrameSet
@@ -55,13 +55,12 @@ def initial_colors(model: HeadModel, params: HeadParams, frames: FrameSet, face_
     weight = torch.zeros(n, 1, device=positions.device)
     h, w = frames.size
     for i in range(positions.shape[0]):
-        t = i
         cams = frames.cameras[i]
-        uv, depth = cams.project(positions[t][None])
+        uv, depth = cams.project(positions[i][None])
         uv, depth = uv[0], depth[0]
         verts = model(params[i])
         normals = triangle_frames(verts, model.faces).rotation[0, face_ids, :, 2]
-        to_cam = torch.nn.functional.normalize(cams.centers[0] - positions[t], dim=-1)
+        to_cam = torch.nn.functional.normalize(cams.centers[0] - positions[i], dim=-1)
         facing = (normals * to_cam).sum(-1).clamp_min(0)
         px = uv.round().long()
         inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h) & (depth > 0)
@@ -108,8 +107,6 @@ def initial_avatar(model: HeadModel, params: HeadParams, frames: FrameSet, train
         "opacity_logit": torch.full((n,), logit, device=device),
         "sh_dc": rgb_to_sh_dc(rgb.clamp(0.02, 0.98)),
     }
-    from gafkit.recon.avatar import expression_condition
-
     cond_dim = expression_condition(params[0]).shape[1]
     k = (cfg.sh_degree + 1) ** 2
     tensors.update(rotation=torch.tensor([1.0, 0, 0, 0], device=device).repeat(n, 1),

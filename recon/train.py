@@ -31,17 +31,24 @@ from gafkit.errors import InputError, StoppedError
 from gafkit.heads import load_head_model
 from gafkit.heads.base import HeadModel, HeadParams
 from gafkit.recon.avatar import PER_GAUSSIAN, render_avatar
+from gafkit.recon.binding import triangle_frames
 from gafkit.recon.config import FitConfig
 from gafkit.recon.data import FrameSet, load_frames
 from gafkit.recon.densify import GradStats, densify_and_prune, reset_opacity
-from gafkit.recon.evaluate import AVATAR_KIND, evaluate_frames, render_speed, save_avatar_files, write_preview
+from gafkit.recon.evaluate import (
+    AVATAR_KIND,
+    BACKGROUNDS,
+    evaluate_frames,
+    render_speed,
+    save_avatar_files,
+    write_preview,
+)
 from gafkit.recon.initialize import initial_avatar
 from gafkit.recon.metrics import ssim_map
 from gafkit.trackers.sequence import TrackedSequence, load_sequence
 
 log = logging.getLogger("gafkit.fit")
 
-BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 MAX_BAD_STEPS = 20
 OFFSET_FIELDS = ("expr", "jaw", "eyes", "rotation", "translation")
 
@@ -97,8 +104,6 @@ class Trainer:
         self.stats = GradStats.zeros(len(self.avatar), device)
         with torch.no_grad():
             ref = model(self.base[self.train_ids[0]])
-            from gafkit.recon.binding import triangle_frames
-
             self.face_size = triangle_frames(ref, model.faces).size[0]
         self._order: list[int] = []
 

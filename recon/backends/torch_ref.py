@@ -49,6 +49,19 @@ EXTEND_MAX = 3.33
 _CHUNK_ELEMENTS = 1 << 22
 
 
+def quat_to_rotation(quats: Float[Tensor, "N 4"]) -> Float[Tensor, "N 3 3"]:
+    """Rotation matrices of (w, x, y, z) quaternions of any length (normalized here)."""
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(-1, 3, 3)
+
+
 def quat_scale_to_covar(
     quats: Float[Tensor, "N 4"], scales: Float[Tensor, "N 3"]
 ) -> Float[Tensor, "N 3 3"]:
@@ -57,16 +70,7 @@ def quat_scale_to_covar(
     >>> quat_scale_to_covar(torch.tensor([[2.0, 0, 0, 0]]), torch.tensor([[1.0, 2.0, 3.0]])).diagonal(dim1=1, dim2=2)
     tensor([[1., 4., 9.]])
     """
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    rot = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)
-    m = rot * scales[:, None, :]
+    m = quat_to_rotation(quats) * scales[:, None, :]
     return m @ m.transpose(1, 2)
 
 

@@ -8,8 +8,8 @@ import torch
 
 from gafkit.heads.base import axis_angle_to_matrix
 from gafkit.recon.avatar import GaussianAvatar
+from gafkit.recon.backends.torch_ref import quat_to_rotation as _quat_to_matrix
 from gafkit.recon.binding import bind_to_world, matrix_to_quaternion, quaternion_multiply, triangle_frames
-from gafkit.recon.densify import _quat_to_matrix
 
 
 def test_matrix_quaternion_round_trip_all_angles():
