@@ -50,6 +50,7 @@ def _register() -> None:
         fit,
         head,
         import_vhap,  # noqa: F401
+        prior,  # noqa: F401
         run,  # noqa: F401
         synth,  # noqa: F401
         track,
