@@ -51,6 +51,7 @@ def _register() -> None:
         head,
         import_vhap,  # noqa: F401
         prior,  # noqa: F401
+        prior_data,  # noqa: F401
         run,  # noqa: F401
         synth,  # noqa: F401
         track,
