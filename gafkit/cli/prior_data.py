@@ -74,3 +74,26 @@ def appearances(
     flags = {"frames_per_video": frames_per_video, "head": head, "flame_model": flame_model, "seed": seed}
     collect_appearances(inputs, out, build_config(AppearancesConfig(), flags=flags), overwrite=overwrite)
     typer.echo(str(out))
+
+
+@data_app.command("tracked")
+@handles_errors
+def tracked(
+    sequences: Annotated[list[Path], typer.Argument(help="Tracked sequences (`gafkit track` or `gafkit synth` output).")],
+    out: Out,
+    examples_per_sequence: Annotated[Optional[int], typer.Option(help="Examples per sequence [default: 50].")] = None,
+    heldout: Annotated[Optional[int], typer.Option(help="How many of the last sequences are held out [default: 0].")] = None,
+    flame_model: Annotated[Optional[Path], typer.Option(help="FLAME model file (FLAME-tracked sequences).")] = None,
+    size: Size = None, views: Views = None, seed: Seed = None, shard_size: ShardSize = None,
+    config: Config = None, set_: Sets = None, overwrite: Overwrite = False,
+) -> None:
+    """Frames of tracked sequences as views: head-centred crops, fg masks over white, tracked normal maps."""
+    from gafkit.config import build_config
+    from gafkit.diffusion.data_config import TrackedDataConfig
+    from gafkit.diffusion.data_tracked import run_tracked_data
+
+    flags = {"examples_per_sequence": examples_per_sequence, "heldout": heldout, "flame_model": flame_model,
+             "size": size, "views": views, "seed": seed, "shard_size": shard_size}
+    cfg = build_config(TrackedDataConfig(), file=config, sets=set_ or (), flags=flags)
+    run_tracked_data(cfg, sequences, out, device=options.device, overwrite=overwrite)
+    typer.echo(str(out))
