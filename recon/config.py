@@ -87,6 +87,41 @@ class LossConfig:
 
 
 @dataclasses.dataclass
+class PriorGuidanceConfig:
+    """Pseudo ground truth at novel views from the multi-view diffusion prior (GAF), see
+    :mod:`gafkit.recon.prior_guidance`."""
+
+    path: str = "none"
+    """Prior folder (``gafkit prior train`` output), ``default`` (the packaged prior) or ``none``."""
+    views: int = 4
+    """Novel views generated together per regeneration."""
+    size: Optional[int] = None
+    """Pseudo-view image size (None = the prior's training size)."""
+    start: float = 0.2
+    """Fraction of the iterations fitted to the frames alone before the prior joins (its renders must
+    look like a head before they are worth denoising)."""
+    regenerate_every: int = 100
+    """Iterations between regenerations; each iteration in between reuses the pseudo views."""
+    strength_max: float = 0.7
+    """Noise level of the first regeneration (0..1 of the diffusion schedule)."""
+    strength_min: float = 0.2
+    """Noise level reached at the last iteration."""
+    steps: int = 20
+    """DDIM steps of a full-strength denoise; a regeneration runs ceil(strength * steps)."""
+    guidance_scale: float = 2.0
+    """Classifier-free guidance on the reference frame."""
+    weight: float = 0.5
+    """Weight of the pseudo-view loss relative to the frame loss."""
+    pitch_deg: float = 30.0
+    """Pitch range (+-) of the sampled cameras; yaw covers the full circle."""
+    color_affine: bool = True
+    """A per-view affine colour transform absorbs colour disagreements between pseudo views."""
+    affine_lr: float = 1e-3
+    affine_reg: float = 1.0
+    """L2 pull of the colour transforms toward identity."""
+
+
+@dataclasses.dataclass
 class FitConfig:
     """Everything ``gafkit fit`` does."""
 
@@ -121,6 +156,7 @@ class FitConfig:
     lr: LearningRates = dataclasses.field(default_factory=LearningRates)
     densify: DensifyConfig = dataclasses.field(default_factory=DensifyConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    prior: PriorGuidanceConfig = dataclasses.field(default_factory=PriorGuidanceConfig)
 
 
 def _fast() -> FitConfig:

@@ -106,6 +106,12 @@ class Trainer:
             ref = model(self.base[self.train_ids[0]])
             self.face_size = triangle_frames(ref, model.faces).size[0]
         self._order: list[int] = []
+        self.pseudo = None
+        if cfg.prior.path != "none":
+            from gafkit.recon.prior_guidance import PseudoViews, load_prior_for_fit
+
+            self.pseudo = PseudoViews(cfg.prior, load_prior_for_fit(cfg.prior, device), model, self.base, frames,
+                                      self.train_ids, cfg.iters, device, cfg.seed)
 
     # ---- optimizer ----------------------------------------------------------------------------
     def _build_optimizer(self) -> None:
@@ -169,6 +175,11 @@ class Trainer:
             loss = loss + cfg.loss.expr_color_reg * a.expr_color.square().mean()
         if cfg.refine_tracking and cfg.loss.tracking_reg > 0:
             loss = loss + cfg.loss.tracking_reg * self.offsets.penalty(index)
+        pseudo = self.pseudo if self.pseudo is not None and self.pseudo.active(self.iteration) else None
+        if pseudo is not None:
+            if pseudo.due(self.iteration):
+                pseudo.regenerate(self.avatar, self.iteration, cfg.backend, active_sh)
+            loss = loss + pseudo.loss(self.avatar, self.iteration, cfg.backend, active_sh, cfg.loss.ssim)
         loss.backward()
         # One host sync per step: the loss and the gradients that a blow-up reaches first.
         finite = torch.isfinite(loss)
@@ -184,6 +195,8 @@ class Trainer:
             self.stats.add(out.means2d.grad[0], out.visible[0], self.frames.size[1], self.frames.size[0])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if pseudo is not None:
+            pseudo.step_affine()
         return {"loss": loss.detach(), "l1": l1.detach(), "frame": index}
 
     def maybe_densify(self) -> dict[str, int] | None:
@@ -208,6 +221,7 @@ class Trainer:
             "stats": (self.stats.grad_sum.cpu(), self.stats.count.cpu()),
             "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
             "order": list(self._order),
+            "pseudo": None if self.pseudo is None else self.pseudo.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -223,6 +237,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["py_rng"])
         self._order = list(state["order"])
+        if self.pseudo is not None and state.get("pseudo") is not None:
+            self.pseudo.load_state_dict(state["pseudo"])
 
     def save_checkpoint(self, path: Path) -> None:
         buffer = io.BytesIO()
@@ -273,13 +289,19 @@ def run_fit(cfg: FitConfig, tracked: str | Path, out: str | Path, *, device: str
         raise InputError(tracked / "head_params.npz",
                          f"parameters do not fit the {seq.head_model} model ({seq.params.shape.shape[1]} shape, "
                          f"{seq.params.expr.shape[1]} expression; model has {model.n_shape}, {model.n_expr})")
+    inputs: dict[str, Path] = {"tracked": tracked}
+    if cfg.prior.path not in ("none", "default"):
+        index = Path(cfg.prior.path) / "model_index.json"
+        if not index.is_file():
+            raise InputError(cfg.prior.path, "not a gafkit prior folder (no model_index.json)")
+        inputs["prior"] = index
     if not resume:
         import shutil
 
         shutil.rmtree(Path(str(out) + ".partial"), ignore_errors=True)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    with write_artifact(out, AVATAR_KIND, config=cfg, inputs={"tracked": tracked}, overwrite=overwrite,
+    with write_artifact(out, AVATAR_KIND, config=cfg, inputs=inputs, overwrite=overwrite,
                         resumable=True) as art:
         with art.timed("load"):
             frames = load_frames(seq.images, seq.masks, seq.cameras, resolution=cfg.resolution, device=dev)
@@ -364,6 +386,9 @@ def _final_metrics(trainer: Trainer, dev: torch.device) -> dict:
         "train_time_s": round(trainer.train_time, 3), "time_to_95_s": t95,
         "peak_vram_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None,
         "fps_render": round(fps, 2), "resolution": list(trainer.frames.size), "device": str(dev),
+        "prior": None if trainer.pseudo is None else {
+            "path": cfg.prior.path, "generations": trainer.pseudo.generations,
+            "generate_time_s": round(trainer.pseudo.generate_time, 3)},
         "history": trainer.history,
     }
 

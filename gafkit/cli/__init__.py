@@ -52,6 +52,7 @@ def _register() -> None:
         import_vhap,  # noqa: F401
         prior,  # noqa: F401
         prior_data,  # noqa: F401
+        prior_train,  # noqa: F401
         run,  # noqa: F401
         synth,  # noqa: F401
         track,

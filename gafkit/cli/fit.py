@@ -24,6 +24,8 @@ def fit(
         "--refine-tracking/--no-refine-tracking", help="Jointly refine per-frame expression and pose.")] = None,
     resolution: Annotated[Optional[int], typer.Option(help="Train at this image size (default: tracked size).")] = None,
     flame_model: Annotated[Optional[Path], typer.Option(help="FLAME .pkl for FLAME-tracked sequences.")] = None,
+    prior: Annotated[Optional[str], typer.Option(
+        help="Multi-view diffusion prior for unseen views: a prior folder, 'default' (packaged) or 'none'.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume/--no-resume", help="Continue an interrupted run of this command from its checkpoint.")] = True,
     config: Annotated[Optional[Path], typer.Option(help="YAML/TOML config overrides.")] = None,
@@ -37,6 +39,8 @@ def fit(
 
     flags = {"iters": iters, "sh_degree": sh_degree, "refine_tracking": refine_tracking, "resolution": resolution,
              "flame_model": flame_model}
+    if prior is not None:
+        flags["prior"] = {"path": prior}
     cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [], flags=flags)
     run_fit(cfg, tracked, out, device=options.device, overwrite=overwrite, resume=resume)
     typer.echo(str(out))

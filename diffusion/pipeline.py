@@ -1,0 +1,238 @@
+"""The prior as one object: denoiser + autoencoder + scheduler, a diffusers-style model folder, and the
+two ways it is used: generating views from noise (``gafkit prior sample``) and turning renders of the
+avatar into pseudo ground truth (GAF's iterative denoising, used by ``gafkit fit --prior``).
+
+Folder layout (what :meth:`MultiViewPrior.save_pretrained` writes)::
+
+    PRIOR/model_index.json            class names, size, views, the autoencoder's origin
+    PRIOR/denoiser/                   config.json + diffusion_pytorch_model.safetensors
+    PRIOR/scheduler/scheduler_config.json
+    PRIOR/autoencoder/                only when not the packaged default (``"autoencoder": "default"``)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from jaxtyping import Float
+from torch import Tensor
+
+from gafkit.diffusion.autoencoder import TinyAutoencoder, load_default_autoencoder
+from gafkit.diffusion.model import MultiViewDenoiser
+from gafkit.errors import GafkitError
+
+INDEX = "model_index.json"
+
+
+def make_scheduler(num_train_timesteps: int = 1000) -> DDIMScheduler:
+    """The noise schedule the prior is trained and sampled with: v-prediction on a zero-terminal-SNR
+    scaled-linear schedule (so pure noise at t = T matches training), deterministic DDIM with
+    trailing timesteps (the first step starts at T)."""
+    return DDIMScheduler(
+        num_train_timesteps=num_train_timesteps, beta_schedule="scaled_linear", beta_start=0.00085,
+        beta_end=0.012, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=True,
+    )
+
+
+def _packaged_prior() -> Path:
+    # Editable installs see the repository's gafkit/assets; wheels ship it inside the package.
+    import gafkit
+
+    return Path(gafkit.__file__).resolve().parent / "assets" / "prior"
+
+
+class MultiViewPrior:
+    """Denoiser, autoencoder and scheduler of a trained (or freshly initialised) prior.
+
+    ``size`` is the image size the denoiser was trained at (latents are ``size / 8``); inputs of
+    another size are resized to it and outputs resized back.
+    """
+
+    def __init__(self, denoiser: MultiViewDenoiser, autoencoder: TinyAutoencoder,
+                 scheduler: DDIMScheduler | None = None, *, size: int = 256, views: int = 4,
+                 autoencoder_origin: str = "default"):
+        self.denoiser, self.autoencoder = denoiser, autoencoder
+        self.scheduler = scheduler or make_scheduler()
+        self.size, self.views, self.autoencoder_origin = size, views, autoencoder_origin
+
+    # -- folders ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> MultiViewPrior:
+        """Load a prior folder; ``"default"`` is the packaged prior."""
+        root = _packaged_prior() if str(path) == "default" else Path(path)
+        index_file = root / INDEX
+        if not index_file.is_file():
+            hint = " (the packaged default prior is missing from this install)" if str(path) == "default" else ""
+            raise GafkitError(f"{root}: not a gafkit prior folder (no {INDEX}){hint}")
+        try:
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+            denoiser = MultiViewDenoiser.from_pretrained(root / "denoiser", torch_dtype=dtype)
+            scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise GafkitError(f"{root}: cannot load the prior ({str(exc).splitlines()[0]})") from exc
+        origin = index.get("autoencoder", "default")
+        if origin == "default":
+            autoencoder = load_default_autoencoder(dtype=dtype)
+        else:
+            autoencoder = TinyAutoencoder.from_pretrained(root / "autoencoder", torch_dtype=dtype)
+        prior = cls(denoiser, autoencoder, scheduler, size=int(index["size"]), views=int(index["views"]),
+                    autoencoder_origin=origin)
+        return prior.to(device)
+
+    def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+        """Write the prior folder (``dtype=torch.float16`` halves the shipped size)."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        denoiser = self.denoiser
+        if dtype is not None and dtype != next(denoiser.parameters()).dtype:
+            import copy
+
+            # nn.Module.to: ModelMixin.to warns about fp32-pinned modules (this model has none).
+            denoiser = torch.nn.Module.to(copy.deepcopy(denoiser), dtype)
+        denoiser.save_pretrained(root / "denoiser")
+        self.scheduler.save_pretrained(root / "scheduler")
+        if self.autoencoder_origin != "default":
+            self.autoencoder.save_pretrained(root / "autoencoder")
+        index = {"_class_name": type(self).__name__, "denoiser": ["gafkit.diffusion.model", "MultiViewDenoiser"],
+                 "scheduler": ["diffusers", "DDIMScheduler"], "autoencoder": self.autoencoder_origin,
+                 "size": self.size, "views": self.views}
+        (root / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
+        return root
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MultiViewPrior:
+        for module in (self.denoiser, self.autoencoder):
+            torch.nn.Module.to(module, device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.denoiser.parameters()).dtype
+
+    # -- latents ---------------------------------------------------------------------------------
+    def _resize(self, x: Tensor, size: int) -> Tensor:
+        if x.shape[-1] == size and x.shape[-2] == size:
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+    def encode(self, images: Float[Tensor, "N 3 H W"]) -> Float[Tensor, "N C h w"]:
+        """Scaled latents of images in [0, 1] (resized to the prior's size)."""
+        return self.autoencoder.encode(self._resize(images, self.size).to(self.device, self.dtype))
+
+    def decode(self, latents: Float[Tensor, "N C h w"], size: int | None = None) -> Float[Tensor, "N 3 H W"]:
+        """Images in [0, 1] of scaled latents, resized to ``size`` when given."""
+        out = self.autoencoder.decode(latents).float().clamp(0, 1)
+        return out if size is None else self._resize(out, size)
+
+    # -- sampling --------------------------------------------------------------------------------
+    def _predict(self, x: Tensor, t: Tensor, normals: Tensor, reference: Tensor, guidance: float) -> Tensor:
+        b = x.shape[0]
+        tt = t.expand(b).to(x.device)
+        if guidance == 1.0:
+            return self.denoiser(x, tt, normals, reference)
+        # Conditional and unconditional branches in one batch.
+        dropped = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(x.device)
+        out = self.denoiser(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([normals, normals]),
+                            torch.cat([reference, reference]), dropped)
+        cond, uncond = out.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        reference: Float[Tensor, "B 3 H W"],
+        normals: Float[Tensor, "B V 3 H W"],
+        *,
+        init: Float[Tensor, "B V 3 H W"] | None = None,
+        strength: float = 1.0,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 2.0,
+        generator: torch.Generator | None = None,
+    ) -> Float[Tensor, "B V 3 H W"]:
+        """Generate the V views of each example.
+
+        Args:
+            reference: reference image of the person, [0, 1].
+            normals: camera-space normal maps of the target views as RGB (``normals_to_rgb``), [0, 1].
+            init: images to start from (renders of the avatar); ``None`` starts from pure noise.
+            strength: noise level the ``init`` images are taken to, in (0, 1]; 1 ignores them. Only
+                the last ``ceil(strength * num_inference_steps)`` DDIM steps run (GAF: steps
+                proportional to the noise level).
+            num_inference_steps: DDIM steps of a full (strength 1) denoise.
+            guidance_scale: classifier-free guidance weight on the reference (1 disables it).
+            generator: seeds the noise (on the prior's device).
+
+        Returns:
+            Generated views in [0, 1] at the input resolution.
+        """
+        # 1. Check inputs
+        b, v, _, h, w = normals.shape
+        if reference.shape[0] != b or (init is not None and init.shape[:2] != (b, v)):
+            raise GafkitError(f"prior: batch mismatch (reference {tuple(reference.shape)}, normals "
+                              f"{tuple(normals.shape)}, init {None if init is None else tuple(init.shape)})")
+        if not 0.0 < strength <= 1.0:
+            raise GafkitError(f"prior: strength must be in (0, 1], got {strength}")
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with autocast:
+            # 2. Encode the conditions
+            ref = self.encode(reference)
+            nrm = self.encode(normals.flatten(0, 1)).unflatten(0, (b, v))
+            # 3. Timesteps: the tail of the full schedule that starts at the requested noise level
+            self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+            steps = max(1, math.ceil(strength * num_inference_steps))
+            timesteps = self.scheduler.timesteps[num_inference_steps - steps:]
+            # 4. Starting latents
+            shape = nrm.shape
+            noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+            if init is None or strength >= 1.0:
+                x = noise * self.scheduler.init_noise_sigma
+            else:
+                x0 = self.encode(init.flatten(0, 1)).unflatten(0, (b, v)).float()
+                x = self.scheduler.add_noise(x0, noise, timesteps[:1])
+            # 5. Denoising loop
+            for t in timesteps:
+                pred = self._predict(x.to(self.dtype), t, nrm, ref, guidance_scale).float()
+                x = self.scheduler.step(pred, t, x, eta=0.0).prev_sample
+            # 6. Decode
+            out = self.decode(x.flatten(0, 1).to(self.dtype), size=None)
+        out = out.float()
+        if out.shape[-2:] != (h, w):
+            out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        return out.unflatten(0, (b, v))
+
+    def pseudo_ground_truth(
+        self,
+        renders: Float[Tensor, "B V 3 H W"],
+        normals: Float[Tensor, "B V 3 H W"],
+        reference: Float[Tensor, "B 3 H W"],
+        strength: float,
+        *,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 2.0,
+        generator: torch.Generator | None = None,
+    ) -> Float[Tensor, "B V 3 H W"]:
+        """GAF's pseudo ground truth: the avatar's renders noised to ``strength`` and denoised with the
+        mesh's normal maps and the reference frame as conditions (see :meth:`__call__`)."""
+        return self(reference, normals, init=renders, strength=strength, num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale, generator=generator)
+
+
+def build_prior(*, size: int = 256, views: int = 4, autoencoder: TinyAutoencoder | None = None,
+                **denoiser_kwargs) -> MultiViewPrior:
+    """A freshly initialised prior (training starts here; tests use tiny ones)."""
+    origin = "default" if autoencoder is None else "custom"
+    autoencoder = autoencoder or load_default_autoencoder()
+    ds = autoencoder.downscale
+    denoiser = MultiViewDenoiser(latent_channels=autoencoder.config.latent_channels, sample_size=size // ds,
+                                 **denoiser_kwargs)
+    return MultiViewPrior(denoiser, autoencoder, size=size, views=views, autoencoder_origin=origin)

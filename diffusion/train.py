@@ -1,0 +1,292 @@
+"""``gafkit prior train``: train the multi-view denoiser on prior data folders.
+
+The autoencoder is frozen, so every example's latents (reference, target views, normal maps) are
+computed once and kept on the device; a step then only samples a batch, noises it and runs the
+denoiser. accelerate handles the device, bf16 autocast and (with ``accelerate launch``) several GPUs.
+The run is resumable: ``OUT.partial/checkpoints/latest.pt`` holds weights, EMA, optimizer, scheduler,
+step and RNG states; Ctrl-C and ``time_limit_s`` checkpoint and stop, and the same command continues.
+
+Output folder (a ``prior`` artifact): the prior (EMA weights, :mod:`gafkit.diffusion.pipeline` layout),
+``train_log.jsonl``, ``samples/step_NNNNNN.jpg`` grids of held-out examples and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gafkit.artifact import atomic_write_bytes, write_artifact
+from gafkit.console import log, track
+from gafkit.device import resolve_device
+from gafkit.diffusion.dataset import load_split
+from gafkit.diffusion.evaluate import evaluate_prior, sample_grid
+from gafkit.diffusion.pipeline import MultiViewPrior, build_prior
+from gafkit.diffusion.train_config import PriorTrainConfig
+from gafkit.errors import GafkitError, StoppedError
+
+PRIOR_KIND = "prior"
+ENCODE_CHUNK = 64
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().clone().float() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        # Warm-up (as in diffusers' EMAModel): early averages would mostly hold the random init.
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in module.parameters()], 1 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, module: torch.nn.Module) -> None:
+        for s, p in zip(self.shadow, module.parameters()):
+            p.copy_(s.to(p.dtype))
+
+
+def encode_examples(prior: MultiViewPrior, data: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """Latents of every example: ``reference`` [N, C, h, w], ``images`` and ``normals`` [N, V, C, h, w].
+
+    ``data`` holds the uint8 tensors of :func:`gafkit.diffusion.dataset.load_split`.
+    """
+    out: dict[str, Tensor] = {}
+    for key in ("reference", "images", "normals"):
+        x = data[key]
+        flat = x.flatten(0, 1) if x.ndim == 5 else x
+        parts = []
+        with torch.no_grad():
+            for i in range(0, len(flat), ENCODE_CHUNK):
+                chunk = flat[i:i + ENCODE_CHUNK].to(prior.device).float() / 255
+                parts.append(prior.encode(chunk).to(dtype))
+        lat = torch.cat(parts)
+        out[key] = lat.unflatten(0, x.shape[:2]) if x.ndim == 5 else lat
+    return out
+
+
+class PriorTrainer:
+    """One training run: model, EMA, optimizer, LR schedule and the resident latents."""
+
+    def __init__(self, cfg: PriorTrainConfig, device: torch.device):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        precision = cfg.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if device.type == "cuda" else "no"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
+        torch.manual_seed(cfg.seed)
+        m = cfg.model
+        self.prior = build_prior(size=m.size, views=m.views, block_out_channels=tuple(m.block_out_channels),
+                                 layers_per_block=m.layers_per_block, attention_head_dim=m.attention_head_dim,
+                                 cross_attention_dim=m.cross_attention_dim, reference_patch=m.reference_patch,
+                                 global_embedding=m.global_embedding).to(device)
+        self.prior.autoencoder.requires_grad_(False)
+        model = self.prior.denoiser
+        if cfg.gradient_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+        self.ema = EMA(model, cfg.ema_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                fused=device.type == "cuda")
+        warm = max(1, cfg.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        self.model, self.opt, self.lr_sched = self.accelerator.prepare(model, opt, sched)
+        self.latents: dict[str, Tensor] = {}
+        self.n = 0
+        self.step = 0
+        self.train_time = 0.0
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.noise_sched = self.prior.scheduler
+        self.alphas = self.noise_sched.alphas_cumprod.to(device)
+
+    def load_examples(self, data: dict[str, Tensor]) -> None:
+        """Encode the uint8 examples of :func:`load_split` once; they stay on the device."""
+        # bf16 storage halves the resident latents; a step upcasts what it samples.
+        store = torch.bfloat16 if self.accelerator.device.type == "cuda" else torch.float32
+        self.latents = encode_examples(self.prior, data, store)
+        self.n = len(self.latents["images"])
+
+    def noised_batch(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """A random batch taken to random noise levels: (noisy [B,V,C,h,w], timesteps [B], normal
+        latents, reference latents, v-prediction target)."""
+        cfg, dev = self.cfg, self.accelerator.device
+        idx = torch.randint(0, self.n, (cfg.batch_size,), device=dev, generator=g)
+        x0 = self.latents["images"][idx].float()
+        noise = torch.randn(x0.shape, device=dev, generator=g)
+        t = torch.randint(0, self.noise_sched.config.num_train_timesteps, (cfg.batch_size,), device=dev, generator=g)
+        a = self.alphas[t].view(-1, 1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
+        return noisy, t, self.latents["normals"][idx].float(), self.latents["reference"][idx].float(), target
+
+    def train_step(self) -> Tensor:
+        """One optimizer step on a random batch; returns the loss (a tensor, not synced)."""
+        cfg, g = self.cfg, self.generator
+        noisy, t, normals, reference, target = self.noised_batch(g)
+        dropped = torch.rand(cfg.batch_size, device=noisy.device, generator=g) < cfg.reference_drop
+        with self.accelerator.autocast():
+            pred = self.model(noisy, t, normals, reference, dropped)
+        loss = F.mse_loss(pred.float(), target)
+        self.accelerator.backward(loss)
+        if cfg.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.lr_sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.ema.update(self.accelerator.unwrap_model(self.model), self.step)
+        return loss.detach()
+
+    def ema_prior(self) -> MultiViewPrior:
+        """The prior with the EMA weights (a copy; training continues on the raw weights)."""
+        import copy
+
+        denoiser = copy.deepcopy(self.accelerator.unwrap_model(self.model))
+        self.ema.copy_to(denoiser)
+        denoiser.eval()
+        return MultiViewPrior(denoiser, self.prior.autoencoder, self.prior.scheduler, size=self.prior.size,
+                              views=self.prior.views, autoencoder_origin=self.prior.autoencoder_origin)
+
+    def state_dict(self) -> dict:
+        return {"model": self.accelerator.unwrap_model(self.model).state_dict(), "ema": self.ema.shadow,
+                "opt": self.opt.state_dict(), "lr_sched": self.lr_sched.state_dict(), "step": self.step,
+                "train_time": self.train_time, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        dev = self.accelerator.device
+        self.ema.shadow = [s.to(dev) for s in state["ema"]]
+        self.opt.load_state_dict(state["opt"])
+        self.lr_sched.load_state_dict(state["lr_sched"])
+        self.step, self.train_time = int(state["step"]), float(state["train_time"])
+        self.generator.set_state(state["generator"])
+
+    def save_checkpoint(self, path: Path) -> None:
+        import io
+
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+
+
+def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Path, *, device: str = "auto",
+                    overwrite: bool = False, resume: bool = True) -> Path:
+    """Train a prior on the ``train`` split of the ``data`` folders and write it to ``out``.
+
+    Held-out examples (split ``heldout``) feed the sample grids and the final metrics.
+    """
+    out, roots = Path(out), [Path(d) for d in data]
+    if not roots:
+        raise GafkitError("prior train: give at least one --data folder")
+    dev = resolve_device(device)
+    if not resume:
+        import shutil
+
+        shutil.rmtree(Path(str(out) + ".partial"), ignore_errors=True)
+    train_data = load_split(roots, "train", dev)
+    _check_data(cfg, train_data, roots)
+    try:
+        heldout = load_split(roots, "heldout", dev)
+    except GafkitError:
+        heldout = None
+    inputs = {f"data{i}": r / "index.json" for i, r in enumerate(roots)}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    with write_artifact(out, PRIOR_KIND, config=cfg, inputs=inputs, overwrite=overwrite, resumable=True) as art:
+        with art.timed("encode"):
+            trainer = PriorTrainer(cfg, dev)
+            trainer.load_examples(train_data)
+        del train_data
+        ckpt = art.dir / "checkpoints" / "latest.pt"
+        if art.resumed and ckpt.is_file():
+            trainer.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=False))
+            log.info("resuming prior training at step %d (%s)", trainer.step, ckpt)
+        eval_set = heldout if heldout is not None else load_split(roots, "train", dev)
+        _train(trainer, ckpt, art.dir, eval_set)
+        art.manifest.timings["train"] = round(trainer.train_time, 3)
+        prior = trainer.ema_prior()
+        with art.timed("evaluate"):
+            metrics = evaluate_prior(prior, eval_set, examples=cfg.eval_examples, steps=cfg.sample_steps,
+                                     guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+            sample_grid(prior, eval_set, art.dir / "samples" / f"step_{trainer.step:06d}.jpg",
+                        examples=min(4, cfg.eval_examples), steps=cfg.sample_steps,
+                        guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+        metrics.update({"split": "heldout" if heldout is not None else "train", "steps": trainer.step,
+                        "train_time_s": round(trainer.train_time, 3), "examples": trainer.n,
+                        "parameters": sum(p.numel() for p in prior.denoiser.parameters()),
+                        "peak_vram_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+                        if dev.type == "cuda" else None, "device": str(dev)})
+        prior.save_pretrained(art.dir, dtype=getattr(torch, cfg.save_dtype))
+        (art.dir / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+        ckpt.unlink(missing_ok=True)  # optimizer state is 3x the weights: not part of the prior
+        art.manifest.extra = {k: metrics[k] for k in ("psnr", "ssim", "steps", "examples") if k in metrics}
+        log.info("prior: %d steps on %d examples, held-out PSNR %.2f dB", trainer.step, trainer.n,
+                 metrics.get("psnr", math.nan))
+    return out
+
+
+def _check_data(cfg: PriorTrainConfig, data: dict[str, Tensor], roots: list[Path]) -> None:
+    _, v, _, h, w = data["images"].shape
+    if v != cfg.model.views or h != cfg.model.size or w != cfg.model.size:
+        raise GafkitError(f"{roots[0]}: examples have {v} views of {h}x{w}; the config trains "
+                          f"{cfg.model.views} views of {cfg.model.size}x{cfg.model.size} (set model.views/size)")
+
+
+def _train(trainer: PriorTrainer, ckpt: Path, root: Path, eval_set: dict[str, Tensor]) -> None:
+    cfg = trainer.cfg
+    sync = torch.cuda.synchronize if trainer.accelerator.device.type == "cuda" else (lambda: None)
+    log_path = root / "train_log.jsonl"
+    losses: list[Tensor] = []
+    trainer.model.train()
+    try:
+        for _ in track(range(trainer.step, cfg.steps), "prior train", total=cfg.steps - trainer.step):
+            start = time.perf_counter()
+            losses.append(trainer.train_step())
+            if trainer.step % cfg.log_every == 0 or trainer.step == cfg.steps:
+                loss = float(torch.stack(losses).mean())
+                losses.clear()
+                if not math.isfinite(loss):
+                    raise StoppedError(f"{root}: the prior's training diverged (loss {loss} at step {trainer.step});"
+                                       " lower --set lr=... and rerun (the last checkpoint is kept)")
+                entry = {"step": trainer.step, "loss": round(loss, 6), "lr": trainer.lr_sched.get_last_lr()[0],
+                         "train_time_s": round(trainer.train_time, 3)}
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(entry) + "\n")
+            sync()
+            trainer.train_time += time.perf_counter() - start
+            if cfg.sample_every and trainer.step % cfg.sample_every == 0 and trainer.step < cfg.steps:
+                sample_grid(trainer.ema_prior(), eval_set, root / "samples" / f"step_{trainer.step:06d}.jpg",
+                            examples=min(4, cfg.eval_examples), steps=cfg.sample_steps,
+                            guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+            if cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
+                trainer.save_checkpoint(ckpt)
+            if cfg.time_limit_s is not None and trainer.train_time >= cfg.time_limit_s and trainer.step < cfg.steps:
+                trainer.save_checkpoint(ckpt)
+                raise StoppedError(f"{root}: stopped at step {trainer.step} after the {cfg.time_limit_s:g} s time "
+                                   "limit; rerun the same command to continue")
+    except KeyboardInterrupt:
+        trainer.save_checkpoint(ckpt)
+        log.warning("interrupted at step %d; checkpoint written to %s (rerun to resume)", trainer.step, ckpt)
+        raise
+
+
+def loss_on_batch(trainer: PriorTrainer, seed: int = 0) -> float:
+    """The training loss on a fixed batch (fixed examples, noise and timesteps, reference kept), without
+    a step: tests and sanity checks compare it before and after training."""
+    g = torch.Generator(device=trainer.accelerator.device).manual_seed(seed)
+    with torch.no_grad():
+        noisy, t, normals, reference, target = trainer.noised_batch(g)
+        pred = trainer.model(noisy, t, normals, reference)
+    return float(F.mse_loss(pred.float(), target))
+
+
+__all__ = ["EMA", "PriorTrainer", "encode_examples", "loss_on_batch", "run_prior_train"]
