@@ -6,7 +6,8 @@
 # its prebuilt tarball is carried. Carried, git-ignored inputs (see docs/DEVICE.md):
 #   .gpu/gsplat_py/gsplat (the wheel's Python files) or .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl,
 #   .gpu/gsplat/prebuilt/{gsplat_cuda.so,csrc.py},
-#   .gpu/nvdiffrast/nvdr.tgz (optional)
+#   .gpu/nvdiffrast/nvdr.tgz (optional),
+#   .gpu/diffusers/*.whl (diffusers + importlib_metadata + zipp wheels; the prior needs them)
 set -e
 for pkg in recon trackers diffusion; do ln -sfn "../$pkg" "gafkit/$pkg"; done
 SITE=/tmp/site
@@ -20,6 +21,10 @@ fi
 if [ -f .gpu/gsplat/prebuilt/gsplat_cuda.so ]; then
   cp .gpu/gsplat/prebuilt/csrc.py "$SITE/gsplat/csrc.py"
   export GSPLAT_PREBUILT="$PWD/.gpu/gsplat/prebuilt/gsplat_cuda.so"
+fi
+if ls .gpu/diffusers/*.whl >/dev/null 2>&1 && [ ! -d "$SITE/diffusers" ]; then
+  # diffusers is pure Python; the image has its other dependencies.
+  python -m pip install -q --no-deps --target "$SITE" .gpu/diffusers/*.whl
 fi
 if [ -f .gpu/nvdiffrast/nvdr.tgz ] && [ ! -d /tmp/nvdr ]; then
   tar -xzf .gpu/nvdiffrast/nvdr.tgz -C /tmp
