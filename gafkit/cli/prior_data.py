@@ -97,3 +97,25 @@ def tracked(
     cfg = build_config(TrackedDataConfig(), file=config, sets=set_ or (), flags=flags)
     run_tracked_data(cfg, sequences, out, device=options.device, overwrite=overwrite)
     typer.echo(str(out))
+
+
+@data_app.command("multiview")
+@handles_errors
+def multiview(
+    root: Annotated[Path, typer.Argument(help="Captures: ROOT/<subject>/calibration.json, <timestep>/images/ ...")],
+    out: Out,
+    examples_per_timestep: Annotated[Optional[int], typer.Option(help="Examples per timestep [default: 1].")] = None,
+    heldout: Annotated[Optional[int], typer.Option(help="How many of the last subjects are held out [default: 0].")] = None,
+    size: Size = None, views: Views = None, seed: Seed = None, shard_size: ShardSize = None,
+    config: Config = None, set_: Sets = None, overwrite: Overwrite = False,
+) -> None:
+    """Calibrated multi-view captures (layout in docs/PRIOR.md): V cameras + the most frontal as reference."""
+    from gafkit.config import build_config
+    from gafkit.diffusion.data_config import MultiviewDataConfig
+    from gafkit.diffusion.data_multiview import run_multiview_data
+
+    flags = {"examples_per_timestep": examples_per_timestep, "heldout": heldout, "size": size, "views": views,
+             "seed": seed, "shard_size": shard_size}
+    cfg = build_config(MultiviewDataConfig(), file=config, sets=set_ or (), flags=flags)
+    run_multiview_data(cfg, root, out, device=options.device, overwrite=overwrite)
+    typer.echo(str(out))
