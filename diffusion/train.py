@@ -127,9 +127,10 @@ class PriorTrainer:
         target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
         return noisy, t, self.latents["normals"][idx].float(), self.latents["reference"][idx].float(), target
 
-    def train_step(self) -> Tensor:
-        """One optimizer step on a random batch; returns the loss (a tensor, not synced)."""
-        cfg, g = self.cfg, self.generator
+    def train_step(self, generator: torch.Generator | None = None) -> Tensor:
+        """One optimizer step on a random batch drawn with ``generator`` (default: the run's own);
+        returns the loss (a tensor, not synced)."""
+        cfg, g = self.cfg, generator or self.generator
         noisy, t, normals, reference, target = self.noised_batch(g)
         dropped = torch.rand(cfg.batch_size, device=noisy.device, generator=g) < cfg.reference_drop
         with self.accelerator.autocast():
@@ -179,10 +180,12 @@ class PriorTrainer:
 
 
 def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Path, *, device: str = "auto",
-                    overwrite: bool = False, resume: bool = True) -> Path:
+                    overwrite: bool = False, resume: bool = True, time_limit_s: float | None = None) -> Path:
     """Train a prior on the ``train`` split of the ``data`` folders and write it to ``out``.
 
-    Held-out examples (split ``heldout``) feed the sample grids and the final metrics.
+    Held-out examples (split ``heldout``) feed the sample grids and the final metrics. With
+    ``time_limit_s`` the run stops with a checkpoint after that much training time (e.g. to fit a job
+    slot); the same command (with or without a limit) continues from it.
     """
     out, roots = Path(out), [Path(d) for d in data]
     if not roots:
@@ -211,7 +214,7 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
             trainer.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=False))
             log.info("resuming prior training at step %d (%s)", trainer.step, ckpt)
         eval_set = heldout if heldout is not None else load_split(roots, "train", dev)
-        _train(trainer, ckpt, art.dir, eval_set)
+        _train(trainer, ckpt, art.dir, eval_set, time_limit_s)
         art.manifest.timings["train"] = round(trainer.train_time, 3)
         prior = trainer.ema_prior()
         with art.timed("evaluate"):
@@ -241,7 +244,8 @@ def _check_data(cfg: PriorTrainConfig, data: dict[str, Tensor], roots: list[Path
                           f"{cfg.model.views} views of {cfg.model.size}x{cfg.model.size} (set model.views/size)")
 
 
-def _train(trainer: PriorTrainer, ckpt: Path, root: Path, eval_set: dict[str, Tensor]) -> None:
+def _train(trainer: PriorTrainer, ckpt: Path, root: Path, eval_set: dict[str, Tensor], time_limit_s: float | None
+           ) -> None:
     cfg = trainer.cfg
     sync = torch.cuda.synchronize if trainer.accelerator.device.type == "cuda" else (lambda: None)
     log_path = root / "train_log.jsonl"
@@ -269,9 +273,9 @@ def _train(trainer: PriorTrainer, ckpt: Path, root: Path, eval_set: dict[str, Te
                             guidance_scale=cfg.guidance_scale, seed=cfg.seed)
             if cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
                 trainer.save_checkpoint(ckpt)
-            if cfg.time_limit_s is not None and trainer.train_time >= cfg.time_limit_s and trainer.step < cfg.steps:
+            if time_limit_s is not None and trainer.train_time >= time_limit_s and trainer.step < cfg.steps:
                 trainer.save_checkpoint(ckpt)
-                raise StoppedError(f"{root}: stopped at step {trainer.step} after the {cfg.time_limit_s:g} s time "
+                raise StoppedError(f"{root}: stopped at step {trainer.step} after the {time_limit_s:g} s time "
                                    "limit; rerun the same command to continue")
     except KeyboardInterrupt:
         trainer.save_checkpoint(ckpt)

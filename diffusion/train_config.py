@@ -55,8 +55,6 @@ class PriorTrainConfig:
     sample_steps: int = 20
     """DDIM steps for samples and metrics."""
     guidance_scale: float = 2.0
-    time_limit_s: float | None = None
-    """Stop with a checkpoint after this much training time; the same command resumes."""
     save_dtype: Literal["float16", "float32"] = "float16"
     """Weights dtype of the saved prior (float16 halves its size)."""
     seed: int = 0

@@ -31,9 +31,9 @@ def train(
     from gafkit.diffusion.train import run_prior_train
     from gafkit.diffusion.train_config import PRESETS
 
-    flags = {"steps": steps, "batch_size": batch_size, "time_limit_s": time_limit}
+    flags = {"steps": steps, "batch_size": batch_size}
     cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [], flags=flags)
-    run_prior_train(cfg, data, out, device=options.device, overwrite=overwrite, resume=resume)
+    run_prior_train(cfg, data, out, device=options.device, overwrite=overwrite, resume=resume, time_limit_s=time_limit)
     typer.echo(str(out))
 
 

@@ -1,0 +1,216 @@
+"""The prior end to end on CPU with tiny models: denoiser, folder, training, sampling, pseudo ground truth
+and a fit step that uses it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gafkit.cli import app
+from gafkit.diffusion.dataset import load_split
+from gafkit.diffusion.model import MultiViewDenoiser
+from gafkit.diffusion.pipeline import MultiViewPrior, build_prior
+from gafkit.diffusion.train import PriorTrainer, loss_on_batch
+from gafkit.diffusion.train_config import PRESETS
+from gafkit.errors import GafkitError
+
+runner = CliRunner()
+S, V = 64, 2
+TINY = {"block_out_channels": (32, 32), "attention_head_dim": 16, "cross_attention_dim": 32}
+
+
+def tiny_prior(seed: int = 0) -> MultiViewPrior:
+    torch.manual_seed(seed)
+    return build_prior(size=S, views=V, **TINY)
+
+
+def test_cross_view_attention_mixes_the_views_of_one_example_only():
+    torch.manual_seed(0)
+    model = MultiViewDenoiser(latent_channels=4, sample_size=8, **TINY).eval()
+    x, n = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8)
+    ref, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    with torch.no_grad():
+        out = model(x, t, n, ref)
+        x2 = x.clone()
+        x2[0, 0] += 1
+        changed = (model(x2, t, n, ref) - out).abs().amax(dim=(2, 3, 4))
+        dropped = model(x, t, n, ref, torch.tensor([True, False]))
+        other_ref = model(x, t, n, torch.randn(2, 4, 8, 8), torch.tensor([True, False]))
+    assert out.shape == (2, 3, 4, 8, 8)
+    assert (changed[0, 1:] > 1e-4).all()  # the other views of example 0 see view 0
+    assert (changed[1] == 0).all()  # example 1 does not
+    # A dropped reference is the null token: the reference's content no longer matters.
+    assert torch.allclose(dropped[0], other_ref[0]) and not torch.allclose(dropped[1], other_ref[1])
+
+
+def test_prior_folder_round_trip_and_seeded_sampling(tmp_path):
+    prior = tiny_prior()
+    ref, normals = torch.rand(1, 3, S, S), torch.rand(1, V, 3, S, S)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    a = prior(ref, normals, num_inference_steps=3, generator=g())
+    assert a.shape == (1, V, 3, S, S) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, prior(ref, normals, num_inference_steps=3, generator=g()))
+    prior.save_pretrained(tmp_path / "p")
+    index = json.loads((tmp_path / "p" / "model_index.json").read_text())
+    assert index["autoencoder"] == "default" and index["size"] == S and index["views"] == V
+    assert not (tmp_path / "p" / "autoencoder").exists()  # the packaged autoencoder is referenced, not copied
+    loaded = MultiViewPrior.from_pretrained(tmp_path / "p")
+    assert torch.allclose(loaded(ref, normals, num_inference_steps=3, generator=g()), a, atol=1e-5)
+    # Other sizes are resized in and out; strength < 1 starts from the given images.
+    out = loaded.pseudo_ground_truth(torch.rand(1, V, 3, 48, 48), torch.rand(1, V, 3, 48, 48),
+                                     torch.rand(1, 3, 48, 48), 0.3, num_inference_steps=4, generator=g())
+    assert out.shape == (1, V, 3, 48, 48)
+    half = loaded.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    weights = half / "denoiser" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size < (tmp_path / "p" / "denoiser" / "diffusion_pytorch_model.safetensors").stat().st_size * 0.6
+
+
+def test_prior_errors(tmp_path):
+    with pytest.raises(GafkitError, match="not a gafkit prior folder"):
+        MultiViewPrior.from_pretrained(tmp_path)
+    with pytest.raises(GafkitError, match="strength"):
+        tiny_prior()(torch.rand(1, 3, S, S), torch.rand(1, V, 3, S, S), init=torch.rand(1, V, 3, S, S), strength=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prior") / "data"
+    result = runner.invoke(app, ["--device", "cpu", "prior", "data", "synth", "-o", str(out), "--size", str(S),
+                                 "--views", str(V), "--subjects", "3", "--heldout", "1",
+                                 "--examples-per-subject", "2"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_training_step_lowers_the_loss_on_a_fixed_batch(data):
+    cfg = PRESETS["tiny"]()
+    cfg.reference_drop = 0.0
+    trainer = PriorTrainer(cfg, torch.device("cpu"))
+    trainer.load_examples(load_split([data], "train"))
+    assert trainer.latents["images"].shape[:2] == (4, V)
+    before = loss_on_batch(trainer, seed=5)
+    assert loss_on_batch(trainer, seed=5) == before  # fixed batch, fixed noise
+    trainer.train_step(torch.Generator().manual_seed(5))
+    assert loss_on_batch(trainer, seed=5) < before
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prior") / "prior"
+    result = runner.invoke(app, ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(out),
+                                 "--preset", "tiny", "--steps", "12"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_prior_train_writes_a_loadable_prior_with_logs_grids_and_metrics(trained):
+    for name in ("model_index.json", "denoiser/config.json", "denoiser/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json", "metrics.json", "train_log.jsonl", "samples/step_000012.jpg",
+                 "samples/step_000010.jpg", "manifest.json", "config.yaml"):
+        assert (trained / name).is_file(), name
+    assert not (trained / "checkpoints" / "latest.pt").exists()
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["split"] == "heldout" and metrics["steps"] == 12 and metrics["examples"] == 4
+    assert 0 < metrics["psnr"] < 60 and "refine_gain_db" in metrics
+    log = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [5, 10, 12]
+    prior = MultiViewPrior.from_pretrained(trained)
+    assert next(prior.denoiser.parameters()).dtype == torch.float32  # saved fp16, loaded as asked
+
+
+def test_prior_train_resumes_after_a_time_limit(data, trained, tmp_path):
+    out = tmp_path / "prior"
+    args = ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(out), "--preset", "tiny",
+            "--steps", "12"]
+    stopped = runner.invoke(app, [*args, "--time-limit", "0"])
+    assert stopped.exit_code == 1 and "time limit" in stopped.output
+    ckpt = tmp_path / "prior.partial" / "checkpoints" / "latest.pt"
+    assert torch.load(ckpt, weights_only=False)["step"] == 1
+    again = runner.invoke(app, [*args, "--time-limit", "0"])
+    assert again.exit_code == 1 and torch.load(ckpt, weights_only=False)["step"] == 2  # continued, not restarted
+    done = runner.invoke(app, args)  # the limit is not part of the job: the run continues to the end
+    assert done.exit_code == 0, done.output
+    # Same weights as the uninterrupted run of the `trained` fixture (same data, config and seed).
+    from safetensors.torch import load_file
+
+    name = "denoiser/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(out / name)), load_file(str(trained / name))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
+def test_prior_train_rejects_mismatched_data(data, tmp_path):
+    result = runner.invoke(app, ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(tmp_path / "p"),
+                                 "--set", "model.views=4"])
+    assert result.exit_code == 2 and "views" in result.output
+    assert not (tmp_path / "p").exists() and not (tmp_path / "p.partial").exists()
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    from gafkit.synth import SynthConfig
+    from gafkit.synth.generate import run_synth
+
+    root = tmp_path_factory.mktemp("prior") / "subject"
+    cfg = SynthConfig(frames=8, size=64)
+    cfg.novel.every = 8
+    run_synth(cfg, root)
+    return root
+
+
+def test_prior_sample_writes_views_next_to_normals(trained, subject, tmp_path):
+    out = tmp_path / "views"
+    result = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(subject),
+                                 "-o", str(out), "--views", "0,120,240", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    for i in range(3):
+        assert (out / f"view_{i:02d}.png").is_file() and (out / f"normal_{i:02d}.png").is_file()
+    info = json.loads((out / "views.json").read_text())
+    assert info["yaw_deg"] == [0, 120, 240] and (out / "sheet.jpg").is_file() and (out / "reference.png").is_file()
+    bad = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(subject),
+                              "-o", str(tmp_path / "bad"), "--ref", str(tmp_path / "missing.png")])
+    assert bad.exit_code == 2 and "missing.png" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_fit_with_the_prior_generates_pseudo_views_and_resumes_identically(trained, subject, tmp_path):
+    from gafkit.recon.config import FitConfig
+    from gafkit.recon.train import run_fit
+
+    def cfg(iters):
+        c = FitConfig(iters=iters, checkpoint_every=6, eval_every=0, preview=False)
+        c.init.max_gaussians = 300
+        c.densify.enabled = False
+        c.prior.path, c.prior.views, c.prior.steps = str(trained), V, 2
+        c.prior.start, c.prior.regenerate_every = 0.25, 4
+        return c
+
+    run_fit(cfg(12), subject, tmp_path / "a", device="cpu")
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["prior"]["generations"] == 3  # iterations 3, 7, 11
+    # An interrupted run resumes with the pseudo views it had.
+    from gafkit.recon import train as train_mod
+
+    calls = {"n": 0}
+    real_step = train_mod.Trainer.step
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    train_mod.Trainer.step = flaky
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_fit(cfg(12), subject, tmp_path / "b", device="cpu")
+    finally:
+        train_mod.Trainer.step = real_step
+    run_fit(cfg(12), subject, tmp_path / "b", device="cpu")
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert b["psnr"] == pytest.approx(a["psnr"], abs=1e-4)
+    bad = runner.invoke(app, ["--device", "cpu", "fit", str(subject), "-o", str(tmp_path / "c"), "--iters", "2",
+                              "--prior", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "nowhere" in bad.output and not (tmp_path / "c").exists()
