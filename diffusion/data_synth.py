@@ -322,7 +322,8 @@ def run_synth_data(cfg: SynthDataConfig, out: str | Path, *, device: str = "auto
         writer = ShardWriter(art.dir, size=s, views=v, shard_size=cfg.shard_size)
         splits = ["train"] * (cfg.subjects - cfg.heldout) + ["heldout"] * cfg.heldout
         order = {"train": 0, "heldout": 0}
-        head_dev = head.to(dev)
+        # nn.Module.to moves in place: the subject draws keep a CPU copy of the head.
+        head_dev = load_head_model(cfg.head, cfg.flame_model).to(dev)
         with torch.no_grad():
             for split in track(splits, "prior data synth: subjects"):
                 with art.timed("subjects"):

@@ -73,7 +73,7 @@ class MultiViewPrior:
             raise GafkitError(f"{root}: not a gafkit prior folder (no {INDEX}){hint}")
         try:
             index = json.loads(index_file.read_text(encoding="utf-8"))
-            denoiser = MultiViewDenoiser.from_pretrained(root / "denoiser", torch_dtype=dtype)
+            denoiser = _load_denoiser(root / "denoiser", dtype)
             scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise GafkitError(f"{root}: cannot load the prior ({str(exc).splitlines()[0]})") from exc
@@ -86,17 +86,25 @@ class MultiViewPrior:
                     autoencoder_origin=origin)
         return prior.to(device)
 
-    def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-        """Write the prior folder (``dtype=torch.float16`` halves the shipped size)."""
+    def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:
+        """Write the prior folder. ``dtype=torch.float16`` halves the size; ``"int8"`` quarters it
+        (weights quantized per output channel, see :func:`quantize_int8`)."""
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         denoiser = self.denoiser
-        if dtype is not None and dtype != next(denoiser.parameters()).dtype:
-            import copy
+        if dtype == "int8":
+            from safetensors.torch import save_file
 
-            # nn.Module.to: ModelMixin.to warns about fp32-pinned modules (this model has none).
-            denoiser = torch.nn.Module.to(copy.deepcopy(denoiser), dtype)
-        denoiser.save_pretrained(root / "denoiser")
+            (root / "denoiser").mkdir(parents=True, exist_ok=True)
+            denoiser.save_config(root / "denoiser")
+            save_file(quantize_int8(denoiser.state_dict()), str(root / "denoiser" / INT8_WEIGHTS))
+        else:
+            if dtype is not None and dtype != next(denoiser.parameters()).dtype:
+                import copy
+
+                # nn.Module.to: ModelMixin.to warns about fp32-pinned modules (this model has none).
+                denoiser = torch.nn.Module.to(copy.deepcopy(denoiser), dtype)
+            denoiser.save_pretrained(root / "denoiser")
         self.scheduler.save_pretrained(root / "scheduler")
         if self.autoencoder_origin != "default":
             self.autoencoder.save_pretrained(root / "autoencoder")
@@ -170,7 +178,7 @@ class MultiViewPrior:
                 proportional to the noise level).
             num_inference_steps: DDIM steps of a full (strength 1) denoise.
             guidance_scale: classifier-free guidance weight on the reference (1 disables it).
-            generator: seeds the noise (on the prior's device).
+            generator: seeds the noise (a CPU generator gives the same noise on any device).
 
         Returns:
             Generated views in [0, 1] at the input resolution.
@@ -193,7 +201,9 @@ class MultiViewPrior:
             timesteps = self.scheduler.timesteps[num_inference_steps - steps:]
             # 4. Starting latents
             shape = nrm.shape
-            noise = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+            # Drawn where the generator lives: a CPU generator gives the same noise on every device.
+            noise = torch.randn(shape, generator=generator, device=generator.device if generator else self.device,
+                                dtype=torch.float32).to(self.device)
             if init is None or strength >= 1.0:
                 x = noise * self.scheduler.init_noise_sigma
             else:
@@ -225,6 +235,47 @@ class MultiViewPrior:
         mesh's normal maps and the reference frame as conditions (see :meth:`__call__`)."""
         return self(reference, normals, init=renders, strength=strength, num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale, generator=generator)
+
+
+INT8_WEIGHTS = "diffusion_pytorch_model.int8.safetensors"
+
+
+def quantize_int8(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Weight matrices and kernels (2+ dims) as int8 with one fp16 scale per output channel
+    (``name.q8`` [O, ...] int8, ``name.scale`` [O] fp16); everything else as fp16."""
+    out: dict[str, Tensor] = {}
+    for name, w in state.items():
+        w = w.detach().float().cpu()
+        if w.ndim >= 2:
+            scale = w.flatten(1).abs().amax(1).clamp_min(1e-12) / 127
+            out[f"{name}.q8"] = (w / scale.view(-1, *[1] * (w.ndim - 1))).round().clamp(-127, 127).to(torch.int8)
+            out[f"{name}.scale"] = scale.half()
+        else:
+            out[name] = w.half()
+    return out
+
+
+def dequantize_int8(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The float32 state dict of :func:`quantize_int8`'s output."""
+    out: dict[str, Tensor] = {}
+    for name, t in state.items():
+        if name.endswith(".q8"):
+            base = name[:-3]
+            scale = state[f"{base}.scale"].float()
+            out[base] = t.float() * scale.view(-1, *[1] * (t.ndim - 1))
+        elif not name.endswith(".scale"):
+            out[name] = t.float()
+    return out
+
+
+def _load_denoiser(folder: Path, dtype: torch.dtype) -> MultiViewDenoiser:
+    if not (folder / INT8_WEIGHTS).is_file():
+        return MultiViewDenoiser.from_pretrained(folder, torch_dtype=dtype)
+    from safetensors.torch import load_file
+
+    denoiser = MultiViewDenoiser.from_config(MultiViewDenoiser.load_config(folder))
+    denoiser.load_state_dict(dequantize_int8(load_file(str(folder / INT8_WEIGHTS))))
+    return torch.nn.Module.to(denoiser, dtype).eval()
 
 
 def build_prior(*, size: int = 256, views: int = 4, autoencoder: TinyAutoencoder | None = None,
