@@ -68,6 +68,29 @@ def test_prior_folder_round_trip_and_seeded_sampling(tmp_path):
     assert weights.stat().st_size < (tmp_path / "p" / "denoiser" / "diffusion_pytorch_model.safetensors").stat().st_size * 0.6
 
 
+def test_int8_folder_is_a_quarter_of_float32_and_samples_alike(tmp_path):
+    prior = tiny_prior()
+    prior.save_pretrained(tmp_path / "f32")
+    prior.save_pretrained(tmp_path / "q8", dtype="int8")
+    f32 = (tmp_path / "f32" / "denoiser" / "diffusion_pytorch_model.safetensors").stat().st_size
+    q8 = (tmp_path / "q8" / "denoiser" / "diffusion_pytorch_model.int8.safetensors").stat().st_size
+    assert q8 < f32 * 0.3
+    loaded = MultiViewPrior.from_pretrained(tmp_path / "q8")
+    for name, w in prior.denoiser.state_dict().items():
+        err = (loaded.denoiser.state_dict()[name] - w).abs().max()
+        assert err <= w.abs().max() / 127 * 0.51 + 1e-3, name  # half a quantization step (+ fp16 of 1-D)
+    ref, normals = torch.rand(1, 3, S, S), torch.rand(1, V, 3, S, S)
+    a = prior(ref, normals, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    b = loaded(ref, normals, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    assert (a - b).abs().mean() < 0.02
+
+
+def test_packaged_default_prior_loads():
+    prior = MultiViewPrior.from_pretrained("default")
+    assert prior.size == 256 and prior.views == 4
+    assert sum(p.numel() for p in prior.denoiser.parameters()) > 1_000_000
+
+
 def test_prior_errors(tmp_path):
     with pytest.raises(GafkitError, match="not a gafkit prior folder"):
         MultiViewPrior.from_pretrained(tmp_path)
