@@ -228,7 +228,7 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
                         "parameters": sum(p.numel() for p in prior.denoiser.parameters()),
                         "peak_vram_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
                         if dev.type == "cuda" else None, "device": str(dev)})
-        prior.save_pretrained(art.dir, dtype=getattr(torch, cfg.save_dtype))
+        prior.save_pretrained(art.dir, dtype="int8" if cfg.save_dtype == "int8" else getattr(torch, cfg.save_dtype))
         (art.dir / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
         ckpt.unlink(missing_ok=True)  # optimizer state is 3x the weights: not part of the prior
         art.manifest.extra = {k: metrics[k] for k in ("psnr", "ssim", "steps", "examples") if k in metrics}

@@ -237,3 +237,12 @@ def test_fit_with_the_prior_generates_pseudo_views_and_resumes_identically(train
     bad = runner.invoke(app, ["--device", "cpu", "fit", str(subject), "-o", str(tmp_path / "c"), "--iters", "2",
                               "--prior", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "nowhere" in bad.output and not (tmp_path / "c").exists()
+
+
+def test_prior_train_can_save_int8(data, tmp_path):
+    result = runner.invoke(app, ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(tmp_path / "p"),
+                                 "--preset", "tiny", "--steps", "2", "--set", "save_dtype=int8",
+                                 "--set", "sample_every=0", "--set", "eval_examples=1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p" / "denoiser" / "diffusion_pytorch_model.int8.safetensors").is_file()
+    assert MultiViewPrior.from_pretrained(tmp_path / "p").views == V
