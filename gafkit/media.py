@@ -35,3 +35,10 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, crf:
             for packet in stream.encode():
                 container.mux(packet)
     return count
+
+
+def sequence_fps(timestamps: list[float]) -> float | None:
+    """Frame rate of evenly spread ``timestamps`` (seconds), None when they carry none."""
+    if len(timestamps) < 2 or timestamps[-1] <= timestamps[0]:
+        return None
+    return max(1.0, (len(timestamps) - 1) / (timestamps[-1] - timestamps[0]))

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from gafkit.errors import InputError
 from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix
+from gafkit.media import sequence_fps
 from gafkit.recon.binding import matrix_to_quaternion
 from gafkit.render.camera import Cameras
 
@@ -71,13 +72,6 @@ class Driver:
 
     def __len__(self) -> int:
         return self.params.batch_size
-
-
-def sequence_fps(timestamps: list[float]) -> float | None:
-    """Frame rate of evenly spread ``timestamps`` (seconds), None when they carry none."""
-    if len(timestamps) < 2 or timestamps[-1] <= timestamps[0]:
-        return None
-    return max(1.0, (len(timestamps) - 1) / (timestamps[-1] - timestamps[0]))
 
 
 def load_driver(path: str | Path | None, bundle, device: torch.device | str = "cpu") -> Driver:

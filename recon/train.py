@@ -30,6 +30,7 @@ from gafkit.device import resolve_device
 from gafkit.errors import InputError, StoppedError
 from gafkit.heads import load_head_model
 from gafkit.heads.base import HeadModel, HeadParams
+from gafkit.media import sequence_fps
 from gafkit.recon.avatar import PER_GAUSSIAN, render_avatar
 from gafkit.recon.binding import triangle_frames
 from gafkit.recon.config import FitConfig
@@ -394,7 +395,4 @@ def _final_metrics(trainer: Trainer, dev: torch.device) -> dict:
 
 
 def _fps(seq: TrackedSequence) -> float:
-    times = [f.get("timestamp", 0.0) for f in seq.frames]
-    if len(times) < 2 or times[-1] <= times[0]:
-        return 25.0
-    return max(1.0, (len(times) - 1) / (times[-1] - times[0]))
+    return sequence_fps([f.get("timestamp", 0.0) for f in seq.frames]) or 25.0

@@ -24,6 +24,7 @@ from gafkit.device import resolve_device
 from gafkit.errors import InputError
 from gafkit.heads import load_head_model
 from gafkit.heads.base import HeadModel
+from gafkit.media import sequence_fps
 from gafkit.render.camera import Cameras
 from gafkit.trackers.config import PreprocessConfig
 from gafkit.trackers.fit import LandmarkFitConfig, LandmarkFitResult, fit_landmarks
@@ -165,7 +166,4 @@ def run_track(cfg: TrackConfig, source: Path, out: Path, *, device: str = "auto"
 
 
 def _fps(frames: list[dict]) -> float:
-    times = [f.get("time") for f in frames if f.get("time") is not None]
-    if len(times) < 2 or times[-1] <= times[0]:
-        return 25.0
-    return max(1.0, (len(times) - 1) / (times[-1] - times[0]))
+    return sequence_fps([f["time"] for f in frames if f.get("time") is not None]) or 25.0
