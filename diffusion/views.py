@@ -12,17 +12,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix
+from gafkit.recon.camera_path import head_center
 from gafkit.render.camera import Cameras
-
-HEAD_REGIONS = ("face", "scalp", "eyes")
-"""Regions whose bounding box centre is the orbit's centre (the neck would pull it down)."""
-
-
-def head_center(model: HeadModel, verts: Float[Tensor, "V 3"]) -> Float[Tensor, " 3"]:
-    """Centre of the bounding box of the head regions of posed ``verts``."""
-    ids = [model.regions[k] for k in HEAD_REGIONS if k in model.regions]
-    pts = verts[torch.cat(ids)] if ids else verts
-    return (pts.amin(0) + pts.amax(0)) / 2
 
 
 def orbit_cameras(center: Float[Tensor, " 3"], head_rotation: Float[Tensor, "3 3"], distance: float,

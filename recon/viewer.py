@@ -178,8 +178,13 @@ class AvatarViewer:
             self.server.stop()
             raise GafkitError(f"{self.host}:{self.port}: the port is in use by another program; choose another "
                               "with --port")
-        self._set_initial_camera()
-        self._build_gui()
+        try:
+            self._set_initial_camera()
+            self._build_gui()
+        except KeyboardInterrupt:
+            # The page is already served: a Ctrl-C/SIGTERM now is a normal stop, not a failed start.
+            self._stop.set()
+            return self
         self._thread = threading.Thread(target=self._worker, name="gafkit-view-render", daemon=True)
         self._thread.start()
         return self
