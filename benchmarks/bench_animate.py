@@ -37,8 +37,8 @@ def synthetic_avatar(out: Path, gaussians: int, frames: int, size: int) -> Path:
     """An avatar artifact with random Gaussians on the ICT head and a synthetic subject's motion."""
     from gafkit.artifact import write_artifact
     from gafkit.heads import load_head_model
+    from gafkit.heads.base import head_center
     from gafkit.recon.avatar import GaussianAvatar
-    from gafkit.recon.camera_path import head_center
     from gafkit.recon.evaluate import AVATAR_KIND, save_avatar_files
     from gafkit.render.camera import Cameras
     from gafkit.synth.config import MotionConfig

@@ -31,11 +31,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     dev = resolve_device(args.device)
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     if args.prior == "random":
-        prior = build_prior(size=args.size, views=args.views).to(dev, dtype)
+        prior = build_prior(size=args.size, views=args.views).to(dev, torch.bfloat16 if dev.type == "cuda" else None)
     else:
-        prior = MultiViewPrior.from_pretrained(args.prior, device=dev, dtype=dtype)
+        prior = MultiViewPrior.from_pretrained(args.prior, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     s, v = prior.size, args.views
     renders, normals, ref = torch.rand(1, v, 3, s, s, device=dev), torch.rand(1, v, 3, s, s, device=dev), \

@@ -41,8 +41,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     dev = resolve_device(args.device)
-    prior = MultiViewPrior.from_pretrained(args.prior, device=dev,
-                                           dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    prior = MultiViewPrior.from_pretrained(args.prior, device=dev)
     seq = load_sequence(args.subject)
     head = load_head_model(seq.head_model)
     novel = args.subject / "gt" / "novel"

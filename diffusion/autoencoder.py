@@ -28,10 +28,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from jaxtyping import Float
 from torch import Tensor, nn
 
-import gafkit
+from gafkit import ASSETS
 from gafkit.errors import GafkitError
 
-TAEF2_ASSET = Path(gafkit.__file__).resolve().parent / "assets" / "taef2"
+TAEF2_ASSET = ASSETS / "taef2"
 """The packaged ``save_pretrained`` folder of the taef2 weights."""
 STAGES = 3
 """Stride-2 stages of the encoder (and 2x stages of the decoder): the 8x downscale."""

@@ -30,6 +30,7 @@ from gafkit.diffusion.data_config import AppearancesConfig, SynthDataConfig
 from gafkit.diffusion.shards import FORMAT_VERSION, KIND, ShardWriter, normal_maps, to_uint8
 from gafkit.errors import GafkitError, InputError
 from gafkit.heads import HeadModel, HeadParams, load_head_model
+from gafkit.heads.base import head_center
 from gafkit.render.camera import Cameras
 
 APPEARANCES_VERSION = 1
@@ -358,9 +359,7 @@ def _render_examples(head: HeadModel, spec: SubjectSpec, examples: range, cfg: S
                                  jaw=as_t(per_cam["jaw"]), eyes=as_t(per_cam["eyes"]))
     # Put the head centre (face, scalp and eyes of the neutral head) at the origin the cameras orbit.
     neutral = head(dataclasses.replace(head.zero_params(1, dev), shape=shape[:1]))[0]
-    upper = torch.cat([head.regions[k] for k in ("face", "scalp", "eyes") if k in head.regions])
-    pts = neutral[upper] if len(upper) else neutral
-    params.translation = -((pts.amin(0) + pts.amax(0)) / 2).expand(b * c, 3)
+    params.translation = -head_center(head, neutral).expand(b * c, 3)
     eyes = as_t(spec.eyes[ex].reshape(b * c, 3))
     cams = Cameras.look_at(eyes, torch.zeros_like(eyes), fov_deg=cfg.fov_deg, width=cfg.size, height=cfg.size)
     light = as_t(np.repeat(spec.light[ex], c, 0))

@@ -27,10 +27,8 @@ from gafkit.diffusion.data_config import TrackedDataConfig
 from gafkit.diffusion.shards import FORMAT_VERSION, KIND, ShardWriter, normal_maps, to_uint8
 from gafkit.errors import GafkitError, InputError
 from gafkit.heads import HeadModel, load_head_model
-from gafkit.heads.base import axis_angle_to_matrix
+from gafkit.heads.base import axis_angle_to_matrix, head_center
 from gafkit.render.camera import Cameras
-
-HEAD_REGIONS = ("face", "scalp", "eyes")
 
 
 def _read(path: Path, mode: str) -> Tensor:
@@ -98,9 +96,7 @@ def head_centers(head: HeadModel, params) -> Float[Tensor, "N 3"]:
     """World position of each frame's head centre: the centre of the neutral head's face, scalp and eyes
     (the point synthetic cameras orbit), moved with the frame's head pose."""
     neutral = head(dataclasses.replace(head.zero_params(1), shape=params.shape[:1]))
-    upper = torch.cat([head.regions[r] for r in HEAD_REGIONS if r in head.regions])
-    pts = neutral[0, upper] if len(upper) else neutral[0]
-    center = ((pts.amin(0) + pts.amax(0)) / 2).expand(params.batch_size, 1, 3)
+    center = head_center(head, neutral[0]).expand(params.batch_size, 1, 3)
     return head.pose(center, params)[:, 0]
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gafkit.diffusion.pipeline import MultiViewPrior
+from gafkit.diffusion.shards import save_image
 from gafkit.recon.metrics import image_metrics
 
 
@@ -78,8 +79,6 @@ def evaluate_prior(prior: MultiViewPrior, data: dict[str, Tensor], *, examples: 
 def sample_grid(prior: MultiViewPrior, data: dict[str, Tensor], path: str | Path, *, examples: int = 4,
                 steps: int = 20, guidance_scale: float = 2.0, seed: int = 0) -> Path:
     """A JPEG grid: per example one row block of reference | normals | generated | truth."""
-    from PIL import Image
-
     n = min(examples, len(data["images"]))
     dev = prior.device
     b = _batch(data, list(range(n)), dev)
@@ -91,8 +90,6 @@ def sample_grid(prior: MultiViewPrior, data: dict[str, Tensor], path: str | Path
         for label, views in (("normals", b["normals"][i]), ("generated", out[i]), ("truth", b["images"][i])):
             first = b["reference"][i] if label == "normals" else blank
             rows.append(torch.cat([first, *views.unbind(0)], -1))
-    grid = torch.cat(rows, -2).clamp(0, 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path, quality=90)
-    return path
+    return save_image(path, torch.cat(rows, -2), quality=90)

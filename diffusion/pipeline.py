@@ -5,7 +5,7 @@ avatar into pseudo ground truth (GAF's iterative denoising, used by ``gafkit fit
 Folder layout (what :meth:`MultiViewPrior.save_pretrained` writes)::
 
     PRIOR/model_index.json            class names, size, views, the autoencoder's origin
-    PRIOR/denoiser/                   config.json + diffusion_pytorch_model.safetensors
+    PRIOR/denoiser/                   config.json + diffusion_pytorch_model.safetensors (or .int8.safetensors)
     PRIOR/scheduler/scheduler_config.json
     PRIOR/autoencoder/                only when not the packaged default (``"autoencoder": "default"``)
 """
@@ -22,11 +22,14 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from jaxtyping import Float
 from torch import Tensor
 
+from gafkit import ASSETS
 from gafkit.diffusion.autoencoder import TinyAutoencoder, load_default_autoencoder
 from gafkit.diffusion.model import MultiViewDenoiser
 from gafkit.errors import GafkitError
 
 INDEX = "model_index.json"
+DEFAULT_PRIOR = ASSETS / "prior"
+"""The packaged prior (``default``)."""
 
 
 def make_scheduler(num_train_timesteps: int = 1000) -> DDIMScheduler:
@@ -38,13 +41,6 @@ def make_scheduler(num_train_timesteps: int = 1000) -> DDIMScheduler:
         beta_end=0.012, prediction_type="v_prediction", rescale_betas_zero_snr=True,
         timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=True,
     )
-
-
-def _packaged_prior() -> Path:
-    # Editable installs see the repository's gafkit/assets; wheels ship it inside the package.
-    import gafkit
-
-    return Path(gafkit.__file__).resolve().parent / "assets" / "prior"
 
 
 class MultiViewPrior:
@@ -64,9 +60,12 @@ class MultiViewPrior:
     # -- folders ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> MultiViewPrior:
-        """Load a prior folder; ``"default"`` is the packaged prior."""
-        root = _packaged_prior() if str(path) == "default" else Path(path)
+                        dtype: torch.dtype | None = None) -> MultiViewPrior:
+        """Load a prior folder; ``"default"`` is the packaged prior. ``dtype`` None: bfloat16 on CUDA
+        (half the memory), float32 elsewhere."""
+        if dtype is None:
+            dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        root = DEFAULT_PRIOR if str(path) == "default" else Path(path)
         index_file = root / INDEX
         if not index_file.is_file():
             hint = " (the packaged default prior is missing from this install)" if str(path) == "default" else ""
@@ -128,19 +127,19 @@ class MultiViewPrior:
         return next(self.denoiser.parameters()).dtype
 
     # -- latents ---------------------------------------------------------------------------------
-    def _resize(self, x: Tensor, size: int) -> Tensor:
-        if x.shape[-1] == size and x.shape[-2] == size:
+    @staticmethod
+    def _resize(x: Tensor, height: int, width: int) -> Tensor:
+        if x.shape[-2:] == (height, width):
             return x
-        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
 
     def encode(self, images: Float[Tensor, "N 3 H W"]) -> Float[Tensor, "N C h w"]:
         """Scaled latents of images in [0, 1] (resized to the prior's size)."""
-        return self.autoencoder.encode(self._resize(images, self.size).to(self.device, self.dtype))
+        return self.autoencoder.encode(self._resize(images, self.size, self.size).to(self.device, self.dtype))
 
-    def decode(self, latents: Float[Tensor, "N C h w"], size: int | None = None) -> Float[Tensor, "N 3 H W"]:
-        """Images in [0, 1] of scaled latents, resized to ``size`` when given."""
-        out = self.autoencoder.decode(latents).float().clamp(0, 1)
-        return out if size is None else self._resize(out, size)
+    def decode(self, latents: Float[Tensor, "N C h w"]) -> Float[Tensor, "N 3 S S"]:
+        """Images in [0, 1] of scaled latents, at the prior's size."""
+        return self.autoencoder.decode(latents).float().clamp(0, 1)
 
     # -- sampling --------------------------------------------------------------------------------
     def _predict(self, x: Tensor, t: Tensor, normals: Tensor, reference: Tensor, guidance: float) -> Tensor:
@@ -214,11 +213,8 @@ class MultiViewPrior:
                 pred = self._predict(x.to(self.dtype), t, nrm, ref, guidance_scale).float()
                 x = self.scheduler.step(pred, t, x, eta=0.0).prev_sample
             # 6. Decode
-            out = self.decode(x.flatten(0, 1).to(self.dtype), size=None)
-        out = out.float()
-        if out.shape[-2:] != (h, w):
-            out = F.interpolate(out, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        return out.unflatten(0, (b, v))
+            out = self.decode(x.flatten(0, 1).to(self.dtype))
+        return self._resize(out, h, w).unflatten(0, (b, v))
 
     def pseudo_ground_truth(
         self,

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from gafkit.artifact import write_artifact
 from gafkit.device import resolve_device
 from gafkit.diffusion.pipeline import MultiViewPrior
+from gafkit.diffusion.shards import save_image
 from gafkit.diffusion.views import frame_orbit, normal_images
 from gafkit.errors import GafkitError, InputError
 
@@ -58,10 +59,6 @@ def load_reference(path: Path, size: int) -> torch.Tensor:
         raise InputError(path, f"not a readable image ({exc.__class__.__name__})") from None
 
 
-def _save(path: Path, x: torch.Tensor) -> None:
-    Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
-
-
 def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, out: str | Path, *,
                reference: str | Path | None = None, device: str = "auto", overwrite: bool = False) -> Path:
     """Generate the views of ``cfg`` around frame ``cfg.frame`` of ``tracked`` with the prior."""
@@ -77,8 +74,7 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
     seq = load_sequence(Path(tracked))
     if cfg.frame is not None and not 0 <= cfg.frame < seq.params.batch_size:
         raise GafkitError(f"{tracked}: frame {cfg.frame} is out of range (0..{seq.params.batch_size - 1})")
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    prior = MultiViewPrior.from_pretrained(prior_path, device=dev, dtype=dtype)
+    prior = MultiViewPrior.from_pretrained(prior_path, device=dev)
     ref_image = None if reference is None else load_reference(Path(reference), prior.size)
     model = load_head_model(seq.head_model).to(dev)
     params = seq.params.to(dev)
@@ -98,13 +94,12 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
         g = torch.Generator(device=prior.device).manual_seed(cfg.seed)
         views = prior(ref_image[None].to(prior.device), normals[None].to(prior.device),
                       num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale, generator=g)[0]
-        _save(art.dir / "reference.png", ref_image)
+        save_image(art.dir / "reference.png", ref_image)
         for i in range(len(yaw)):
-            _save(art.dir / f"view_{i:02d}.png", views[i])
-            _save(art.dir / f"normal_{i:02d}.png", normals[i])
+            save_image(art.dir / f"view_{i:02d}.png", views[i])
+            save_image(art.dir / f"normal_{i:02d}.png", normals[i])
         sheet = torch.cat([torch.cat(list(normals.cpu()), -1), torch.cat(list(views.cpu()), -1)], -2)
-        Image.fromarray((sheet.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
-            art.dir / "sheet.jpg", quality=90)
+        save_image(art.dir / "sheet.jpg", sheet, quality=90)
         (art.dir / "views.json").write_text(json.dumps({
             "frame": frame, "yaw_deg": yaw.tolist(), "pitch_deg": pitch.tolist(), "prior": str(prior_path),
             "reference": str(reference) if reference else f"frame {frame}", "steps": cfg.steps,

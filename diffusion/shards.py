@@ -34,6 +34,14 @@ def to_uint8(x: Float[Tensor, "*shape"]) -> UInt8[Tensor, "*shape"]:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
+def save_image(path: str | Path, image: Float[Tensor, "3 H W"], **pil_options) -> Path:
+    """Write a [0, 1] RGB image (PNG, JPEG, ... by the suffix; ``pil_options`` go to Pillow)."""
+    from PIL import Image
+
+    Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy()).save(path, **pil_options)
+    return Path(path)
+
+
 def example_shapes(size: int, views: int) -> dict[str, tuple[int, ...]]:
     """Per-example shape of each image key."""
     return {"reference": (3, size, size), "reference_mask": (1, size, size), "images": (views, 3, size, size),

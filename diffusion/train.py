@@ -12,6 +12,7 @@ Output folder (a ``prior`` artifact): the prior (EMA weights, :mod:`gafkit.diffu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -84,11 +85,10 @@ class PriorTrainer:
             precision = "bf16" if device.type == "cuda" else "no"
         self.accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
         torch.manual_seed(cfg.seed)
-        m = cfg.model
-        self.prior = build_prior(size=m.size, views=m.views, block_out_channels=tuple(m.block_out_channels),
-                                 layers_per_block=m.layers_per_block, attention_head_dim=m.attention_head_dim,
-                                 cross_attention_dim=m.cross_attention_dim, reference_patch=m.reference_patch,
-                                 global_embedding=m.global_embedding).to(device)
+        # The model config's fields other than size and views are the denoiser's constructor arguments.
+        arch = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("size", "views")}
+        arch["block_out_channels"] = tuple(arch["block_out_channels"])
+        self.prior = build_prior(size=cfg.model.size, views=cfg.model.views, **arch).to(device)
         self.prior.autoencoder.requires_grad_(False)
         model = self.prior.denoiser
         if cfg.gradient_checkpointing:
@@ -100,7 +100,6 @@ class PriorTrainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
         self.model, self.opt, self.lr_sched = self.accelerator.prepare(model, opt, sched)
         self.latents: dict[str, Tensor] = {}
-        self.n = 0
         self.step = 0
         self.train_time = 0.0
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -112,7 +111,11 @@ class PriorTrainer:
         # bf16 storage halves the resident latents; a step upcasts what it samples.
         store = torch.bfloat16 if self.accelerator.device.type == "cuda" else torch.float32
         self.latents = encode_examples(self.prior, data, store)
-        self.n = len(self.latents["images"])
+
+    @property
+    def n(self) -> int:
+        """Training examples loaded."""
+        return len(self.latents["images"]) if self.latents else 0
 
     def noised_batch(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """A random batch taken to random noise levels: (noisy [B,V,C,h,w], timesteps [B], normal
@@ -208,21 +211,20 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
         with art.timed("encode"):
             trainer = PriorTrainer(cfg, dev)
             trainer.load_examples(train_data)
+        # Samples and metrics use the held-out examples, or the training ones when there are none.
+        eval_set = heldout if heldout is not None else train_data
         del train_data
         ckpt = art.dir / "checkpoints" / "latest.pt"
         if art.resumed and ckpt.is_file():
             trainer.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=False))
             log.info("resuming prior training at step %d (%s)", trainer.step, ckpt)
-        eval_set = heldout if heldout is not None else load_split(roots, "train", dev)
         _train(trainer, ckpt, art.dir, eval_set, time_limit_s)
         art.manifest.timings["train"] = round(trainer.train_time, 3)
         prior = trainer.ema_prior()
         with art.timed("evaluate"):
             metrics = evaluate_prior(prior, eval_set, examples=cfg.eval_examples, steps=cfg.sample_steps,
                                      guidance_scale=cfg.guidance_scale, seed=cfg.seed)
-            sample_grid(prior, eval_set, art.dir / "samples" / f"step_{trainer.step:06d}.jpg",
-                        examples=min(4, cfg.eval_examples), steps=cfg.sample_steps,
-                        guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+            _samples(prior, eval_set, art.dir, trainer.step, cfg)
         metrics.update({"split": "heldout" if heldout is not None else "train", "steps": trainer.step,
                         "train_time_s": round(trainer.train_time, 3), "examples": trainer.n,
                         "parameters": sum(p.numel() for p in prior.denoiser.parameters()),
@@ -235,6 +237,12 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
         log.info("prior: %d steps on %d examples, held-out PSNR %.2f dB", trainer.step, trainer.n,
                  metrics.get("psnr", math.nan))
     return out
+
+
+def _samples(prior: MultiViewPrior, eval_set: dict[str, Tensor], root: Path, step: int,
+             cfg: PriorTrainConfig) -> None:
+    sample_grid(prior, eval_set, root / "samples" / f"step_{step:06d}.jpg", examples=min(4, cfg.eval_examples),
+                steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale, seed=cfg.seed)
 
 
 def _check_data(cfg: PriorTrainConfig, data: dict[str, Tensor], roots: list[Path]) -> None:
@@ -268,9 +276,7 @@ def _train(trainer: PriorTrainer, ckpt: Path, root: Path, eval_set: dict[str, Te
             sync()
             trainer.train_time += time.perf_counter() - start
             if cfg.sample_every and trainer.step % cfg.sample_every == 0 and trainer.step < cfg.steps:
-                sample_grid(trainer.ema_prior(), eval_set, root / "samples" / f"step_{trainer.step:06d}.jpg",
-                            examples=min(4, cfg.eval_examples), steps=cfg.sample_steps,
-                            guidance_scale=cfg.guidance_scale, seed=cfg.seed)
+                _samples(trainer.ema_prior(), eval_set, root, trainer.step, cfg)
             if cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
                 trainer.save_checkpoint(ckpt)
             if time_limit_s is not None and trainer.train_time >= time_limit_s and trainer.step < cfg.steps:

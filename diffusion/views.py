@@ -11,8 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix
-from gafkit.recon.camera_path import head_center
+from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix, head_center
 from gafkit.render.camera import Cameras
 
 

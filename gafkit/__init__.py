@@ -5,4 +5,9 @@ Stages (each a function from a typed config and an input artifact to an output a
 animation, export) and ``gafkit.diffusion`` (the multi-view prior that supervises unseen views).
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+"""Files shipped inside the package: the ICT head, the taef2 autoencoder, the default prior."""

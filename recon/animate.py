@@ -28,10 +28,10 @@ from torch import Tensor
 
 from gafkit.console import log, track
 from gafkit.errors import GafkitError
-from gafkit.heads.base import HeadModel, HeadParams
+from gafkit.heads.base import HeadModel, HeadParams, head_center
 from gafkit.recon.avatar import expression_condition
 from gafkit.recon.binding import TriangleFrames, bind_to_world
-from gafkit.recon.camera_path import OrbitConfig, head_center, load_camera_path, orbit_cameras, spread
+from gafkit.recon.camera_path import OrbitConfig, load_camera_path, orbit_cameras, spread
 from gafkit.recon.render import Gaussians, render_gaussians
 from gafkit.recon.retarget import RetargetConfig, load_driver, retarget
 from gafkit.render.camera import Cameras

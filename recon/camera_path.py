@@ -26,7 +26,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from gafkit.errors import GafkitError, InputError
-from gafkit.heads.base import HeadModel
 from gafkit.render.camera import Cameras
 
 _TOLERANCE = 1e-3
@@ -44,13 +43,6 @@ class OrbitConfig:
     """Constant elevation above the source view (degrees; positive = camera above the head)."""
     distance_scale: float = 1.0
     """Camera distance as a multiple of the source camera's distance to the head."""
-
-
-def head_center(model: HeadModel, vertices: Float[Tensor, "V 3"]) -> Float[Tensor, " 3"]:
-    """Middle of the bounding box of the face, scalp and eyes (not the neck): what the camera aims at."""
-    parts = [model.regions[k] for k in ("face", "scalp", "eyes") if k in model.regions]
-    pts = vertices[torch.cat(parts)] if parts else vertices
-    return (pts.amin(0) + pts.amax(0)) / 2
 
 
 def orbit_cameras(base: Cameras, center: Float[Tensor, " 3"], frames: int, cfg: OrbitConfig) -> Cameras:

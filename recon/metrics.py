@@ -51,6 +51,13 @@ def ssim_map(a: Float[Tensor, "B H W 3"], b: Float[Tensor, "B H W 3"], size: int
     return s.permute(0, 2, 3, 1)
 
 
+def photometric_loss(rgb: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"], ssim_weight: float
+                     ) -> tuple[Tensor, Tensor]:
+    """The fit's image loss ``(1 - w) * L1 + w * (1 - SSIM)`` and its L1 term (both differentiable)."""
+    l1 = (rgb - gt).abs().mean()
+    return (1 - ssim_weight) * l1 + ssim_weight * (1 - ssim_map(rgb, gt).mean()), l1
+
+
 def _mean(x: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return x.mean()

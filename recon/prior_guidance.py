@@ -29,7 +29,7 @@ from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix
 from gafkit.recon.avatar import GaussianAvatar, render_avatar
 from gafkit.recon.config import PriorGuidanceConfig
 from gafkit.recon.data import FrameSet
-from gafkit.recon.metrics import ssim_map
+from gafkit.recon.metrics import photometric_loss
 from gafkit.render.camera import Cameras
 
 WHITE = (1.0, 1.0, 1.0)
@@ -84,6 +84,8 @@ class PseudoBatch:
     affine: Tensor
     strength: float
     iteration: int
+    cameras: Cameras | None = dataclasses.field(default=None, repr=False)
+    """The V cameras (derived from frame, yaw and pitch; not checkpointed)."""
 
 
 class PseudoViews:
@@ -101,6 +103,7 @@ class PseudoViews:
         image = frames.target(self.ref_frame, white)[0][0].permute(2, 0, 1)
         self.reference = head_crop(image, model, params[self.ref_frame], frames.cameras[self.ref_frame], self.size)
         self.batch: PseudoBatch | None = None
+        self.affine_opt: torch.optim.Optimizer | None = None
         self.bg = torch.tensor(WHITE, device=device)
         self.generate_time = 0.0
         self.generations = 0
@@ -148,9 +151,8 @@ class PseudoViews:
             self.reference[None].to(self.prior.device), strength, num_inference_steps=self.cfg.steps,
             guidance_scale=self.cfg.guidance_scale, generator=self.prior_gen)[0].to(self.device)
         affine = torch.eye(3, 4, device=self.device).repeat(self.cfg.views, 1, 1)
-        self.batch = PseudoBatch(frame, yaw, pitch, targets, affine.requires_grad_(self.cfg.color_affine), strength,
-                                 iteration)
-        self.affine_opt = torch.optim.Adam([self.batch.affine], lr=self.cfg.affine_lr) if self.cfg.color_affine else None
+        self.batch = PseudoBatch(frame, yaw, pitch, targets, affine, strength, iteration, cams)
+        self._track_affine()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.generate_time += time.perf_counter() - start
@@ -164,18 +166,24 @@ class PseudoViews:
         b = self.batch
         assert b is not None
         v = (iteration - b.iteration) % len(b.yaw)
-        cams, _, params = self._cameras(b.frame, b.yaw[v:v + 1], b.pitch[v:v + 1])
-        rgb = render_avatar(avatar, self.model, params, cams, bg=self.bg, sh_degree=sh_degree, backend=backend).rgb
+        rgb = render_avatar(avatar, self.model, self.params[b.frame], b.cameras[v:v + 1], bg=self.bg,
+                            sh_degree=sh_degree, backend=backend).rgb
         if self.cfg.color_affine:
             a = b.affine[v]
             rgb = rgb @ a[:, :3].T + a[:, 3]
-        gt = b.targets[v].permute(1, 2, 0)[None]
-        l1 = (rgb - gt).abs().mean()
-        dssim = 1 - ssim_map(rgb, gt).mean()
-        loss = (1 - ssim_weight) * l1 + ssim_weight * dssim
+        loss, _ = photometric_loss(rgb, b.targets[v].permute(1, 2, 0)[None], ssim_weight)
         if self.cfg.color_affine:
             loss = loss + self.cfg.affine_reg * (b.affine[v] - torch.eye(3, 4, device=rgb.device)).square().sum()
         return self.cfg.weight * loss
+
+    def _track_affine(self, state: dict | None = None) -> None:
+        """Make the batch's colour transforms trainable (with their optimizer state, when resuming)."""
+        self.affine_opt = None
+        if self.cfg.color_affine:
+            self.batch.affine.requires_grad_(True)
+            self.affine_opt = torch.optim.Adam([self.batch.affine], lr=self.cfg.affine_lr)
+            if state is not None:
+                self.affine_opt.load_state_dict(state)
 
     def step_affine(self) -> None:
         if self.affine_opt is not None:
@@ -187,8 +195,9 @@ class PseudoViews:
         b = self.batch
         return {"gen": self.gen.get_state(), "prior_gen": self.prior_gen.get_state(),
                 "generate_time": self.generate_time, "generations": self.generations,
-                "batch": None if b is None else {**dataclasses.asdict(b), "affine": b.affine.detach().cpu(),
-                                                 "targets": b.targets.cpu()},
+                "batch": None if b is None else {"frame": b.frame, "yaw": b.yaw, "pitch": b.pitch,
+                                                 "targets": b.targets.cpu(), "affine": b.affine.detach().cpu(),
+                                                 "strength": b.strength, "iteration": b.iteration},
                 "affine_opt": None if b is None or self.affine_opt is None else self.affine_opt.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -198,19 +207,10 @@ class PseudoViews:
         b = state["batch"]
         self.batch = None
         if b is not None:
-            affine = b["affine"].to(self.device).requires_grad_(self.cfg.color_affine)
-            self.batch = PseudoBatch(**{**b, "targets": b["targets"].to(self.device), "affine": affine})
-            self.affine_opt = torch.optim.Adam([affine], lr=self.cfg.affine_lr) if self.cfg.color_affine else None
-            if self.affine_opt is not None and state["affine_opt"] is not None:
-                self.affine_opt.load_state_dict(state["affine_opt"])
+            cams, _, _ = self._cameras(b["frame"], b["yaw"], b["pitch"])
+            self.batch = PseudoBatch(**{**b, "targets": b["targets"].to(self.device),
+                                        "affine": b["affine"].to(self.device)}, cameras=cams)
+            self._track_affine(state["affine_opt"])
 
 
-def load_prior_for_fit(cfg: PriorGuidanceConfig, device: torch.device):
-    """The prior named by ``cfg.path`` on ``device`` (bf16 on CUDA: half the memory, same quality)."""
-    from gafkit.diffusion.pipeline import MultiViewPrior
-
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return MultiViewPrior.from_pretrained(cfg.path, device=device, dtype=dtype)
-
-
-__all__ = ["PseudoViews", "frontal_frame", "head_crop", "load_prior_for_fit"]
+__all__ = ["PseudoViews", "frontal_frame", "head_crop"]

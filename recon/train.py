@@ -45,7 +45,7 @@ from gafkit.recon.evaluate import (
     write_preview,
 )
 from gafkit.recon.initialize import initial_avatar
-from gafkit.recon.metrics import ssim_map
+from gafkit.recon.metrics import photometric_loss
 from gafkit.trackers.sequence import TrackedSequence, load_sequence
 
 log = logging.getLogger("gafkit.fit")
@@ -109,10 +109,12 @@ class Trainer:
         self._order: list[int] = []
         self.pseudo = None
         if cfg.prior.path != "none":
-            from gafkit.recon.prior_guidance import PseudoViews, load_prior_for_fit
+            from gafkit.diffusion.pipeline import MultiViewPrior
+            from gafkit.recon.prior_guidance import PseudoViews
 
-            self.pseudo = PseudoViews(cfg.prior, load_prior_for_fit(cfg.prior, device), model, self.base, frames,
-                                      self.train_ids, cfg.iters, device, cfg.seed)
+            prior = MultiViewPrior.from_pretrained(cfg.prior.path, device=device)
+            self.pseudo = PseudoViews(cfg.prior, prior, model, self.base, frames, self.train_ids, cfg.iters, device,
+                                      cfg.seed)
 
     # ---- optimizer ----------------------------------------------------------------------------
     def _build_optimizer(self) -> None:
@@ -162,9 +164,7 @@ class Trainer:
             out.means2d.retain_grad()
         gt, mask = self.frames.target(index, self.bg)
         rgb = out.rgb
-        l1 = (rgb - gt).abs().mean()
-        dssim = 1 - ssim_map(rgb, gt).mean()
-        loss = (1 - cfg.loss.ssim) * l1 + cfg.loss.ssim * dssim
+        loss, l1 = photometric_loss(rgb, gt, cfg.loss.ssim)
         if cfg.loss.alpha > 0:
             loss = loss + cfg.loss.alpha * (out.alpha - mask).abs().mean()
         a = self.avatar

@@ -213,7 +213,7 @@ class AvatarViewer:
 
     # ---- setup ---------------------------------------------------------------------------------
     def _set_initial_camera(self) -> None:
-        from gafkit.recon.camera_path import head_center
+        from gafkit.heads.base import head_center
 
         cam = self.timeline.cameras[0]
         with torch.no_grad():

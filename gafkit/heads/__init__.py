@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from gafkit import ASSETS
 from gafkit.errors import GafkitError
 from gafkit.heads.base import HeadModel, HeadParams, LandmarkEmbedding
 
 __all__ = ["HeadModel", "HeadParams", "LandmarkEmbedding", "load_head_model", "flame_model_path", "ICT_ASSET"]
 
 HeadName = Literal["ict", "flame"]
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ICT_ASSET = ASSETS / "ict_head.safetensors"
 FLAME_ENV = "GAFKIT_FLAME_MODEL"
 

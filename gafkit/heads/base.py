@@ -206,6 +206,18 @@ class HeadModel(nn.Module):
         return self.landmarks.points(vertices, self.faces)
 
 
+HEAD_REGIONS = ("face", "scalp", "eyes")
+"""Regions whose bounding box centre is the head's centre (the neck would pull it down)."""
+
+
+def head_center(model: HeadModel, vertices: Float[Tensor, "*B V 3"]) -> Float[Tensor, "*B 3"]:
+    """Middle of the bounding box of the face, scalp and eyes (not the neck) of ``vertices``: what
+    cameras aim at and orbit."""
+    parts = [model.regions[k] for k in HEAD_REGIONS if k in model.regions]
+    pts = vertices[..., torch.cat(parts), :] if parts else vertices
+    return (pts.amin(-2) + pts.amax(-2)) / 2
+
+
 def axis_angle_to_matrix(aa: Float[Tensor, "*B 3"]) -> Float[Tensor, "*B 3 3"]:
     """Rodrigues' formula, differentiable at zero (Taylor terms below 1e-6 rad).
 

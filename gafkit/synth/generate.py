@@ -23,6 +23,7 @@ from gafkit.artifact import write_artifact
 from gafkit.console import log, track
 from gafkit.errors import GafkitError
 from gafkit.heads import HeadModel, HeadParams, load_head_model
+from gafkit.heads.base import head_center
 from gafkit.render.camera import Cameras
 from gafkit.synth.appearance import load_photo, photo_colors, procedural_colors
 from gafkit.synth.config import SynthConfig
@@ -84,9 +85,7 @@ def make_subject(cfg: SynthConfig, head: HeadModel | None = None) -> Subject:
     with torch.no_grad():
         neutral = head(dataclasses.replace(head.zero_params(1), shape=shape))[0]
     # Frame the head (face, scalp, eyes; not the neck) in the middle of the image.
-    upper = torch.cat([head.regions[k] for k in ("face", "scalp", "eyes") if k in head.regions])
-    pts = neutral[upper] if len(upper) else neutral
-    center = (pts.amin(0) + pts.amax(0)) / 2
+    center = head_center(head, neutral)
     rest_center = torch.tensor([0.0, 0.0, -cfg.distance_m])
     params = make_trajectory(head, shape, cfg.frames, rest_center - center, cfg.motion, cfg.seed)
     from gafkit.trackers.fit import default_camera
