@@ -29,8 +29,7 @@ from torch import Tensor
 from gafkit.console import log, track
 from gafkit.errors import GafkitError
 from gafkit.heads.base import HeadModel, HeadParams, head_center
-from gafkit.recon.avatar import expression_condition
-from gafkit.recon.binding import TriangleFrames, bind_to_world
+from gafkit.recon.avatar import render_sequence
 from gafkit.recon.camera_path import OrbitConfig, load_camera_path, orbit_cameras, spread
 from gafkit.recon.render import Gaussians, render_gaussians
 from gafkit.recon.retarget import RetargetConfig, load_driver, retarget
@@ -189,34 +188,12 @@ def plan_animation(cfg: AnimateConfig, bundle) -> Animation:
 
 # ---- rendering ------------------------------------------------------------------------------------
 
-def bind_batch(avatar, tri: TriangleFrames) -> tuple[Float[Tensor, "B N 3"], Float[Tensor, "B N 4"], Float[Tensor, "B N 3"]]:
-    """World centres, rotations and scales of the avatar's Gaussians on B posed meshes at once
-    (``tri`` from ``avatar.frames``, [B, N, ...]): the same as ``avatar.gaussians`` frame by frame, in one
-    batch of kernels instead of B (per-frame binding costs more GPU launch time than rasterizing)."""
-    b, n = tri.size.shape
-    flat = TriangleFrames(origin=tri.origin.reshape(1, b * n, 3), rotation=tri.rotation.reshape(1, b * n, 3, 3),
-                          size=tri.size.reshape(1, b * n))
-    rows = torch.arange(b * n, device=tri.size.device)
-    means, quats, scales = bind_to_world(flat, rows, avatar.xyz.repeat(b, 1), avatar.rotation.repeat(b, 1),
-                                         avatar.log_scale.exp().repeat(b, 1))
-    return means.reshape(b, n, 3), quats.reshape(b, n, 4), scales.reshape(b, n, 3)
-
-
 @torch.no_grad()
 def render_frames(bundle, anim: Animation, backend: str = "auto", chunk: int = 16
                   ) -> Iterator[tuple[Float[Tensor, "H W 3"], Float[Tensor, "H W 1"]]]:
     """Yield each video frame's colour (over ``anim.bg``) and alpha, on the avatar's device."""
-    avatar = bundle.avatar
-    opacities = torch.sigmoid(avatar.opacity_logit)
-    for start in range(0, len(anim), chunk):
-        p = anim.params[start:start + chunk]
-        means, quats, scales = bind_batch(avatar, avatar.frames(bundle.model(p)))
-        cond = expression_condition(p)
-        for b in range(p.batch_size):
-            g = Gaussians(means=means[b], quats=quats[b], scales=scales[b], opacities=opacities,
-                          sh=avatar.colors_sh(cond[b]))
-            out = render_gaussians(g, anim.cameras[start + b], bg=anim.bg, backend=backend)
-            yield out.rgb[0], out.alpha[0]
+    yield from render_sequence(bundle.avatar, bundle.model, anim.params, anim.cameras, bg=anim.bg, backend=backend,
+                               chunk=chunk)
 
 
 def to_uint8(x: Tensor) -> np.ndarray:

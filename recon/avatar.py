@@ -24,6 +24,7 @@ without a network per Gaussian.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -153,3 +154,36 @@ def render_avatar(avatar: GaussianAvatar, model: HeadModel, params: HeadParams, 
     frames = avatar.frames(verts)
     g = avatar.gaussians(frames, cond=expression_condition(params)[0])
     return render_gaussians(g, camera, bg=bg, sh_degree=sh_degree, backend=backend)
+
+
+def bind_batch(avatar: GaussianAvatar, tri: TriangleFrames
+               ) -> tuple[Float[Tensor, "B N 3"], Float[Tensor, "B N 4"], Float[Tensor, "B N 3"]]:
+    """World centres, rotations and scales of the avatar's Gaussians on B posed meshes at once
+    (``tri`` from ``avatar.frames``, [B, N, ...]): the same as ``avatar.gaussians`` frame by frame, in one
+    batch of kernels instead of B (per-frame binding costs more GPU launch time than rasterizing)."""
+    b, n = tri.size.shape
+    flat = TriangleFrames(origin=tri.origin.reshape(1, b * n, 3), rotation=tri.rotation.reshape(1, b * n, 3, 3),
+                          size=tri.size.reshape(1, b * n))
+    rows = torch.arange(b * n, device=tri.size.device)
+    means, quats, scales = bind_to_world(flat, rows, avatar.xyz.repeat(b, 1), avatar.rotation.repeat(b, 1),
+                                         avatar.log_scale.exp().repeat(b, 1))
+    return means.reshape(b, n, 3), quats.reshape(b, n, 4), scales.reshape(b, n, 3)
+
+
+@torch.no_grad()
+def render_sequence(avatar: GaussianAvatar, model: HeadModel, params: HeadParams, cameras: Cameras, *,
+                    bg: Float[Tensor, " 3"] | None = None, backend: str = "auto", chunk: int = 16
+                    ) -> Iterator[tuple[Float[Tensor, "H W 3"], Float[Tensor, "H W 1"]]]:
+    """Yield frame i's colour ``[H, W, 3]`` and alpha ``[H, W, 1]``: ``params[i]`` (B frames) seen by
+    ``cameras[i]`` (B cameras). Posing and binding run ``chunk`` frames at a time, which is what makes
+    playback fast (one frame at a time spends more time launching kernels than rasterizing)."""
+    opacities = torch.sigmoid(avatar.opacity_logit)
+    for start in range(0, params.batch_size, chunk):
+        p = params[start:start + chunk]
+        means, quats, scales = bind_batch(avatar, avatar.frames(model(p)))
+        cond = expression_condition(p)
+        for b in range(p.batch_size):
+            g = Gaussians(means=means[b], quats=quats[b], scales=scales[b], opacities=opacities,
+                          sh=avatar.colors_sh(cond[b]))
+            out = render_gaussians(g, cameras[start + b], bg=bg, backend=backend)
+            yield out.rgb[0], out.alpha[0]

@@ -84,6 +84,14 @@ class SegmentConfig:
     neck_below_chin: float | None = 0.5
     """Cut the mask this many face heights (forehead landmark 10 to chin 152) below the chin,
     along the face's own down direction; ``None`` keeps the whole body."""
+    head_width: float | None = 1.6
+    """Keep the mask within this many face half-widths of the face's axis above the jaw (hair, ears);
+    ``None`` keeps everything the segmenter found (shoulders, clothing, hands)."""
+    neck_width: float = 0.75
+    """... narrowing to this many face half-widths from the chin down (the neck, not the collar)."""
+    neck_skin: float | None = 4.0
+    """Below the chin keep only pixels whose chroma is within this many (robust) standard deviations
+    of the face's skin, so a collar or sweater under the chin is dropped; ``None`` skips the test."""
 
 
 @dataclass

@@ -9,9 +9,18 @@ mediapipe's selfie segmentation gives a person mask; it is refined with what the
 4. keep the connected component that holds the face (other people, furniture);
 5. cut the neck ``neck_below_chin`` face heights below the chin (landmark 152), along the face's
    own down direction (forehead landmark 10 -> chin), so a tilted head is cut square to its neck;
-6. clear the padding of crops that leave the frame.
+6. keep only the head region: within ``head_width`` face half-widths of the face's axis above the
+   jaw, narrowing to ``neck_width`` at the chin and below. Shoulders, clothing and hands are not
+   part of the head model, and Gaussians bound to its triangles cannot follow them (on d20 and d12 a
+   shirt or sweater was a quarter to a third of the old masks);
+7. drop clothing near the neck: below the chin keep only skin-coloured pixels (chroma, YCrCb's Cr
+   and Cb, within ``neck_skin`` standard deviations of the face's own, inside the landmark hull);
+   beside the jaw also drop pixels whose chroma is nearer the clothing's (the person pixels under
+   the chin that failed the skin test) than the skin's, which removes shoulders that rise to the jaw but keeps hair; keep
+   the part connected to the face;
+8. clear the padding of crops that leave the frame.
 
-Frames without landmarks get steps 1, 3, 4 (largest component) and 6.
+Frames without landmarks get steps 1, 3, 4 (largest component) and 8.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ from gafkit.trackers.config import SegmentConfig
 
 FOREHEAD, CHIN = 10, 152
 """mediapipe FaceMesh indices of the top of the forehead and the bottom of the chin."""
+TAPER = (-0.3, 0.05)
+"""The head region narrows from ``head_width`` to ``neck_width`` between these face heights from
+the chin (negative = above it), i.e. along the jaw line."""
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -51,16 +63,69 @@ def _component(mask: np.ndarray, seed: np.ndarray | None) -> np.ndarray:
     return labels == best
 
 
+def _along_chin(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` signed distance below the chin along the face's down direction, in face heights."""
+    top, chin = landmarks[FOREHEAD, :2], landmarks[CHIN, :2]
+    down = chin - top
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return ((xs + 0.5 - chin[0]) * down[0] + (ys + 0.5 - chin[1]) * down[1]) / max(float(down @ down), 1e-9)
+
+
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    """``[H, W, 2]`` YCrCb's (Cr, Cb): colour without the shading that darkens a neck under the chin."""
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YCrCb)[..., 1:].astype(np.float32)
+
+
+def _distance(crcb: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``[H, W]`` chroma distance to ``region``'s, in robust standard deviations per axis.
+
+    Median and 1.4826 x MAD, so the eyes, brows and lips inside a face hull (or the stripes of a
+    shirt) do not widen the statistics much.
+    """
+    samples = crcb[region]
+    centre = np.median(samples, axis=0)
+    spread = 1.4826 * np.median(np.abs(samples - centre), axis=0) + 1.0  # +1: 8-bit quantisation
+    return np.sqrt((((crcb - centre) / spread) ** 2).sum(-1))
+
+
+def head_region(landmarks: np.ndarray, shape: tuple[int, int], head_width: float, neck_width: float) -> np.ndarray:
+    """``[H, W]`` bool: pixels near the face's vertical axis (step 6 of the module docstring).
+
+    The axis runs through the chin along the forehead -> chin direction; widths are in face
+    half-widths (the landmarks' largest distance from the axis), so the region follows the face's
+    size, roll and position. The side limit is ``head_width`` above the jaw and ``neck_width`` from the
+    chin down, linear in between (``TAPER``).
+    """
+    top, chin = landmarks[FOREHEAD, :2], landmarks[CHIN, :2]
+    down = chin - top
+    face_height = float(np.linalg.norm(down))
+    if face_height == 0:
+        return np.ones(shape, bool)
+    down /= face_height
+    right = np.array([-down[1], down[0]])
+    half_width = float(np.abs((landmarks[:, :2] - chin) @ right).max())
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+    dx, dy = xs + 0.5 - chin[0], ys + 0.5 - chin[1]
+    along = (dx * down[0] + dy * down[1]) / face_height
+    side = np.abs(dx * right[0] + dy * right[1]) / half_width
+    t = np.clip((along - TAPER[0]) / (TAPER[1] - TAPER[0]), 0, 1)
+    return side <= head_width + t * (neck_width - head_width)
+
+
 def refine_mask(
     cfg: SegmentConfig,
     probability: np.ndarray,
     landmarks: np.ndarray | None,
     inside: tuple[float, float, float, float] | None = None,
+    rgb: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Steps 1-6 above.
+    """Steps 1-8 above (7 only with ``rgb``).
 
     Args:
         probability: ``[S, S]`` float person probability.
+        rgb: ``[S, S, 3]`` uint8 crop, for the skin test below the chin.
         landmarks: ``[478, 2|3]`` crop pixels of the face, or None.
         inside: crop-pixel box ``(left, top, right, bottom)`` that shows the frame; outside is cleared.
 
@@ -90,6 +155,21 @@ def refine_mask(
             ys, xs = np.mgrid[0:size_y, 0:size_x]
             along = (xs + 0.5 - chin[0]) * down[0] + (ys + 0.5 - chin[1]) * down[1]
             mask &= along <= cfg.neck_below_chin * face_height
+    if landmarks is not None and cfg.head_width is not None:
+        mask &= head_region(landmarks, (size_y, size_x), cfg.head_width, cfg.neck_width)
+    if landmarks is not None and rgb is not None and cfg.neck_skin is not None and hull.any():
+        along = _along_chin(landmarks, (size_y, size_x))
+        crcb = _chroma(rgb)
+        skin_d = _distance(crcb, hull)
+        mask &= (along <= 0) | (skin_d <= cfg.neck_skin)
+        clothes = (probability > cfg.threshold) & (along > 0.1) & (skin_d > cfg.neck_skin)
+        if clothes.sum() >= 200:
+            beside_jaw = (along > TAPER[0]) & ~hull
+            mask &= ~(beside_jaw & (_distance(crcb, clothes) < skin_d))
+        # Colour tests leave slivers along clothing edges; hair above the jaw keeps its fine strands.
+        opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)).astype(bool)
+        mask = np.where(along > TAPER[0], opened, mask)
+        mask = _component(mask, hull)
     if inside is not None:
         left, top_, right, bottom = inside
         ys, xs = np.mgrid[0:size_y, 0:size_x]
@@ -132,4 +212,4 @@ class Segmenter:
         inside: tuple[float, float, float, float] | None = None,
     ) -> np.ndarray:
         """``[S, S]`` bool foreground of the crop ``rgb`` ``[S, S, 3]`` uint8."""
-        return refine_mask(self.cfg, self.probability(rgb), landmarks, inside)
+        return refine_mask(self.cfg, self.probability(rgb), landmarks, inside, rgb)

@@ -292,7 +292,7 @@ def test_existing_output_and_a_crash_mid_render_leave_files_alone(avatar, tmp_pa
 
 
 def test_batched_binding_equals_the_avatars_own(avatar):
-    from gafkit.recon.animate import bind_batch
+    from gafkit.recon.avatar import bind_batch
 
     bundle = load_avatar(avatar)
     with torch.no_grad():

@@ -68,3 +68,40 @@ def test_refine_mask_fills_holes_and_drops_other_blobs():
     prob[50:60, 50:60] = 1.0  # someone else
     mask = refine_mask(SegmentConfig(neck_below_chin=None), prob, None)
     assert mask[22, 22] and not mask[55, 55] and mask.sum() == 900
+
+
+def _face(size=128):
+    """Landmarks on an upright ellipse (forehead index 10 at the top, chin 152 at the bottom) and an
+    image: skin face and neck, green sweater from just under the chin and rising beside the jaw."""
+    from gafkit.trackers.segment import CHIN, FOREHEAD
+
+    angles = np.linspace(0, 2 * np.pi, 478, endpoint=False)
+    cx, cy, rx, ry = 64.0, 50.0, 18.0, 24.0
+    lmk = np.stack([cx + rx * np.sin(angles), cy - ry * np.cos(angles)], -1)
+    lmk[FOREHEAD], lmk[CHIN] = (cx, cy - ry), (cx, cy + ry)
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[:] = (40, 150, 60)  # the sweater (everything the segmenter calls person but is not skin)
+    face = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1
+    neck = (np.abs(xs - cx) < 9) & (ys > cy) & (ys < cy + ry + 6)
+    rgb[face | neck] = (205, 150, 120)
+    rgb += np.random.default_rng(0).integers(0, 6, rgb.shape, dtype=np.uint8)  # texture for the MAD
+    person = np.ones((size, size), np.float32)
+    person[: int(cy - ry - 8)] = 0  # background above the hair
+    person[: int(cy + 5), : int(cx - 40)] = person[: int(cy + 5), int(cx + 40) :] = 0
+    return lmk, rgb, person, (xs, ys)
+
+
+def test_head_region_drops_shoulders_and_clothing_under_the_chin():
+    lmk, rgb, person, _ = _face()
+    cfg = SegmentConfig()
+    mask = refine_mask(cfg, person, lmk, rgb=rgb)
+    whole = refine_mask(SegmentConfig(head_width=None, neck_skin=None), person, lmk, rgb=rgb)
+    assert whole[90, 10] and whole[86, 64]  # the old mask: shoulders and sweater in
+    assert mask[50, 64] and mask[30, 64] and mask[78, 64]  # face, forehead, skin of the neck
+    assert not mask[90, 10] and not mask[80, 30]  # shoulder, sweater beside the neck
+    assert not mask[86, 64]  # under the neck: sweater, dropped
+    assert mask[22, 64] and mask[22, 50]  # room for hair above the forehead
+    # Without colour the head region alone still removes what is far to the side.
+    geometric = refine_mask(cfg, person, lmk)
+    assert geometric[86, 64] and not geometric[90, 10]
