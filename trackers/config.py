@@ -92,6 +92,9 @@ class SegmentConfig:
     neck_skin: float | None = 4.0
     """Below the chin keep only pixels whose chroma is within this many (robust) standard deviations
     of the face's skin, so a collar or sweater under the chin is dropped; ``None`` skips the test."""
+    matte_radius: int = 6
+    """Soften the mask into a matte that follows the frame's edges within this many pixels (at 512;
+    scaled with the crop size) of its border (guided filter); 0 keeps hard 0/255 masks."""
 
 
 @dataclass

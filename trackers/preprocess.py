@@ -188,9 +188,9 @@ def _stage_segment(cfg: PreprocessConfig, work_dir: Path, crop: CropTransform, n
     with Segmenter(cfg.segment) as seg:
         for i in track(range(n), "segment"):
             rgb = read_image_file(work_dir / "images" / _name(i, cfg.image_format))
-            mask = seg(rgb, landmarks[i] if valid[i] else None, crop.inside)
-            write_image_file(folder / _name(i, "png"), mask.astype(np.uint8) * 255)
-            coverage.append(float(mask.mean()))
+            alpha = seg(rgb, landmarks[i] if valid[i] else None, crop.inside)
+            write_image_file(folder / _name(i, "png"), (alpha * 255 + 0.5).astype(np.uint8))
+            coverage.append(float((alpha > 0.5).mean()))
     return {"mean_coverage": float(np.mean(coverage)) if coverage else 0.0}
 
 

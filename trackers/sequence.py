@@ -3,7 +3,7 @@
 
     manifest.json, config.yaml
     images/NNNNN.png            cropped frames, all the same size
-    fg_masks/NNNNN.png          foreground masks (8-bit, 255 = head/body)
+    fg_masks/NNNNN.png          foreground alpha (8-bit, 255 = head, soft along the edge)
     transforms.json             NeRF/VHAP convention: intrinsics, per-frame OpenGL c2w, file paths
     transforms_{train,val,test}.json   the same, per split (GaussianAvatars reads these)
     head_params.npz             HeadParams of every frame, stacked [N, ...], plus ``head_model``

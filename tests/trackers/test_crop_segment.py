@@ -8,7 +8,7 @@ from skimage.data import astronaut
 from gafkit.trackers.config import CropConfig, DetectConfig, SegmentConfig
 from gafkit.trackers.crop import CropTransform, fit_crop
 from gafkit.trackers.detect import detect_landmarks
-from gafkit.trackers.segment import Segmenter, refine_mask
+from gafkit.trackers.segment import Segmenter, refine_mask, soft_matte
 
 
 def test_crop_round_trip_and_pixel_convention():
@@ -50,7 +50,10 @@ def test_mask_covers_the_face_not_the_corners():
     rgb = crop.apply(image)
     lmk = crop.frame_to_crop(det.landmarks[0])
     with Segmenter(SegmentConfig()) as seg:
-        mask = seg(rgb, lmk, crop.inside)
+        alpha = seg(rgb, lmk, crop.inside)
+    assert alpha.dtype == np.float32 and 0 <= alpha.min() and alpha.max() <= 1
+    assert 0 < ((alpha > 0.02) & (alpha < 0.98)).mean() < 0.05  # soft only along the edge
+    mask = alpha > 0.5
     x, y = np.clip(lmk[:, :2].astype(int), 0, 255).T
     assert mask[y, x].mean() > 0.98  # every landmark is foreground
     for corner in (mask[:20, :20], mask[:20, -20:]):
@@ -105,3 +108,15 @@ def test_head_region_drops_shoulders_and_clothing_under_the_chin():
     # Without colour the head region alone still removes what is far to the side.
     geometric = refine_mask(cfg, person, lmk)
     assert geometric[86, 64] and not geometric[90, 10]
+
+
+def test_soft_matte_snaps_a_misplaced_mask_edge_to_the_image_edge():
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:, :40], rgb[:, 40:] = (200, 150, 120), (30, 80, 40)  # skin | sweater, edge at x = 40
+    rgb += np.random.default_rng(0).integers(0, 4, rgb.shape, dtype=np.uint8)
+    short, wide = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    short[:, :37], wide[:, :43] = True, True  # the segmenter's edge 3 px off either way
+    a, b = soft_matte(rgb, short, 6)[32], soft_matte(rgb, wide, 6)[32]
+    assert a[39] - a[40] > 0.4 and a[40] < 0.05 and a[38] > 0.45  # the drop moved to the image's edge
+    assert b[39] > 0.95 and b[39] - b[40] > 0.4
+    assert a[:25].min() == 1 and a[50:].max() == 0  # hard far from the edge
