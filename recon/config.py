@@ -31,6 +31,9 @@ class LearningRates:
     xyz: float = 5e-3
     xyz_final: float = 5e-5
     """``xyz`` decays exponentially to this by the last iteration."""
+    final_factor: float = 1.0
+    """The other per-Gaussian rates (rotation, scale, opacity, colour) decay exponentially to this
+    fraction of their start by the last iteration (1 = constant)."""
     rotation: float = 1e-3
     scale: float = 1.7e-2
     opacity: float = 5e-2

@@ -133,13 +133,18 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=fused)
 
     def _schedule(self) -> None:
-        """Exponential decay of the position learning rate (3DGS's schedule, without its warm-up)."""
+        """Exponential decay of the position learning rate (3DGS's schedule, without its warm-up), and of
+        the other per-Gaussian rates to ``lr.final_factor`` of their start."""
         lr = self.cfg.lr
         t = min(1.0, self.iteration / max(1, self.cfg.iters))
         value = math.exp((1 - t) * math.log(lr.xyz) + t * math.log(lr.xyz_final))
+        factor = lr.final_factor**t
         for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
             if group["name"] == "xyz":
                 group["lr"] = value
+            elif group["name"] in PER_GAUSSIAN:
+                group["lr"] = group["initial_lr"] * factor
 
     # ---- one step -----------------------------------------------------------------------------
     def _next_frame(self) -> int:

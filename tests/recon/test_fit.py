@@ -211,3 +211,24 @@ def test_refine_tracking_moves_only_training_frames(subject, tmp_path):
     assert (moved[splits["train"]] > 0).sum() >= 10  # 15 steps visit ~12 training frames
     assert np.array_equal(refined["rotation"][splits["test"]], tracked["rotation"][splits["test"]])
     assert np.array_equal(refined["shape"], tracked["shape"])
+
+
+def test_learning_rates_decay_to_their_final_values(subject):
+    from gafkit.heads import load_head_model
+    from gafkit.recon.data import load_frames
+    from gafkit.trackers.sequence import load_sequence
+
+    seq = load_sequence(subject)
+    frames = load_frames(seq.images, seq.masks, seq.cameras)
+    cfg = small_config(iters=100)
+    cfg.lr.final_factor = 0.1
+    trainer = train_mod.Trainer(cfg, load_head_model(seq.head_model), seq, frames, torch.device("cpu"))
+    rates = {}
+    for it in (0, 50, 100):
+        trainer.iteration = it
+        trainer._schedule()
+        rates[it] = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert rates[0]["opacity_logit"] == pytest.approx(cfg.lr.opacity)
+    assert rates[50]["sh_dc"] == pytest.approx(cfg.lr.sh_dc * 0.1**0.5)
+    assert rates[100]["log_scale"] == pytest.approx(cfg.lr.scale * 0.1)
+    assert rates[100]["xyz"] == pytest.approx(cfg.lr.xyz_final)
