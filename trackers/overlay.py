@@ -76,9 +76,10 @@ def write_overlay(
     def frames() -> Iterator[np.ndarray]:
         for start in range(0, len(images), batch):
             with torch.no_grad():
-                verts = model(result.params[start:start + batch].to(model.template.device)).cpu()
+                posed = model(result.params[start:start + batch].to(model.template.device))
+                verts = posed.cpu()
                 px, _ = _project(verts, focal, cx, cy)
-                fitted = model.landmark_points(verts)
+                fitted = model.landmark_points(posed).cpu()  # the model's indices live on its device
                 fitted_px, _ = _project(fitted, focal, cx, cy)
             cam = verts * torch.tensor([1.0, -1.0, -1.0])  # world -> camera (default_camera's w2c)
             for j in range(verts.shape[0]):

@@ -11,6 +11,10 @@ from gafkit.cli import app
 from gafkit.cli.common import handles_errors, options
 
 
+def _prior_flags(prior: str | None) -> dict:
+    return {} if prior is None else {"fit": {"prior": {"path": prior}}}
+
+
 @app.command(name="run", rich_help_panel="Pipeline")
 @handles_errors
 def run_(
@@ -22,13 +26,16 @@ def run_(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.sub=value override, e.g. fit.iters=300 "
                                                                      "(repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo every stage; may replace the run of another video.")] = False,
+    prior: Annotated[Optional[str], typer.Option(
+        help="Multi-view diffusion prior of the fit: a prior folder, 'default' (packaged) or 'none'.")] = None,
 ) -> None:
     """Track, fit, animate and evaluate: video in, avatar and preview videos out. Rerunning skips the
     stages that are up to date and resumes an interrupted fit."""
     from gafkit.config import build_config, select_preset
     from gafkit.pipeline import PRESETS, run_pipeline
 
-    cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [])
+    cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [],
+                       flags=_prior_flags(prior))
     run_pipeline(cfg, video, out, device=options.device, overwrite=overwrite)
     typer.echo(str(out))
 
@@ -54,6 +61,8 @@ def batch(
     config: Annotated[Optional[Path], typer.Option(help="YAML/TOML run-config overrides.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.sub=value run-config override "
                                                                      "(repeatable).")] = None,
+    prior: Annotated[Optional[str], typer.Option(
+        help="Multi-view diffusion prior of the fit: a prior folder, 'default' (packaged) or 'none'.")] = None,
 ) -> None:
     """Run the whole pipeline on every video of a folder, in parallel, each in its own process. One
     video's failure never stops the others; rerunning the same command resumes."""
@@ -68,7 +77,8 @@ def batch(
         raise ConfigError(f"--gpus {gpus!r}: expected comma-separated GPU indices, e.g. 0,1") from None
     bcfg = build_config(BatchConfig(), flags={"pattern": pattern, "jobs": jobs, "gpus": gpu_ids,
                                               "executor": executor, "ray_address": ray_address, "retries": retries})
-    cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [])
+    cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [],
+                       flags=_prior_flags(prior))
     summary = run_batch(bcfg, cfg, input_dir, out_dir, device=options.device)
     typer.echo(str(out_dir / "summary.json"))
     counts = summary["counts"]

@@ -79,6 +79,13 @@ def test_rerun_skips_what_is_up_to_date(finished, tiny_config):
     assert statuses(out) == {"track": "skipped", "fit": "done", "animate": "done", "eval": "done"}
     assert read_manifest(out / "avatar", "avatar").config["iters"] == 12
 
+    # --prior reaches the fit: 'none' is the default (nothing to redo), a missing folder fails the fit stage.
+    result = run(out, "--set", "animate.orbit_frames=4", "--set", "fit.iters=12", "--prior", "none", config=tiny_config)
+    assert result.exit_code == 0 and set(statuses(out).values()) == {"skipped"}, result.output
+    result = run(out, "--set", "animate.orbit_frames=4", "--set", "fit.iters=12", "--prior", str(out / "no prior"),
+                 config=tiny_config)
+    assert result.exit_code == 2 and "no prior" in result.output, result.output
+
 
 def test_interrupted_run_resumes_the_fit(tiny_config, finished, tmp_path, monkeypatch):
     out = tmp_path / "cut"
