@@ -28,12 +28,13 @@ def orbit_cameras(center: Float[Tensor, " 3"], head_rotation: Float[Tensor, "3 3
     return Cameras.look_at(eye, center.to(local).expand_as(eye), up, focal=focal, width=size, height=size)
 
 
-def sample_orbit(views: int, generator: torch.Generator, *, pitch_deg: float = 30.0
+def sample_orbit(views: int, generator: torch.Generator, *, pitch_deg: float = 30.0, min_yaw_deg: float = 0.0
                  ) -> tuple[Float[Tensor, " V"], Float[Tensor, " V"]]:
-    """Yaws spread evenly over the full circle from a random start (so every draw covers the sides and
-    the back), pitches uniform in [-pitch_deg, pitch_deg]."""
+    """Yaws spread evenly from a random start over the circle less ``min_yaw_deg`` either side of the
+    front (so every draw covers the sides and the back), pitches uniform in [-pitch_deg, pitch_deg]."""
     start = float(torch.rand(1, generator=generator)) * 360.0
-    yaw = (start + torch.arange(views) * (360.0 / views)) % 360.0
+    unit = (start + torch.arange(views) * (360.0 / views)) % 360.0
+    yaw = min_yaw_deg + unit * (360.0 - 2 * min_yaw_deg) / 360.0
     pitch = (torch.rand(views, generator=generator) * 2 - 1) * pitch_deg
     return yaw, pitch
 

@@ -117,6 +117,9 @@ class PriorGuidanceConfig:
     """Weight of the pseudo-view loss relative to the frame loss."""
     pitch_deg: float = 30.0
     """Pitch range (+-) of the sampled cameras; yaw covers the full circle."""
+    min_yaw_deg: float = 0.0
+    """Sampled yaws keep at least this far from the front on either side: the frames already show the
+    front, and pseudo views there compete with them."""
     color_affine: bool = True
     """A per-view affine colour transform absorbs colour disagreements between pseudo views."""
     affine_lr: float = 1e-3

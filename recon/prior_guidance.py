@@ -140,7 +140,8 @@ class PseudoViews:
 
         start = time.perf_counter()
         frame = self.train_ids[int(torch.randint(len(self.train_ids), (1,), generator=self.gen))]
-        yaw, pitch = sample_orbit(self.cfg.views, self.gen, pitch_deg=self.cfg.pitch_deg)
+        yaw, pitch = sample_orbit(self.cfg.views, self.gen, pitch_deg=self.cfg.pitch_deg,
+                                  min_yaw_deg=self.cfg.min_yaw_deg)
         cams, verts, params = self._cameras(frame, yaw, pitch)
         renders = render_avatar(avatar, self.model, params, cams, bg=self.bg, sh_degree=sh_degree,
                                 backend=backend).rgb.permute(0, 3, 1, 2)

@@ -246,3 +246,14 @@ def test_prior_train_can_save_int8(data, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "p" / "denoiser" / "diffusion_pytorch_model.int8.safetensors").is_file()
     assert MultiViewPrior.from_pretrained(tmp_path / "p").views == V
+
+
+def test_orbit_samples_spread_over_the_circle_and_can_skip_the_front():
+    from gafkit.diffusion.views import sample_orbit
+
+    yaw, pitch = sample_orbit(8, torch.Generator().manual_seed(0), pitch_deg=20)
+    gaps = torch.diff(torch.sort(yaw).values)
+    assert torch.allclose(gaps, torch.full_like(gaps, 45.0), atol=1e-4) and pitch.abs().max() <= 20
+    for seed in range(20):
+        yaw, _ = sample_orbit(4, torch.Generator().manual_seed(seed), min_yaw_deg=50)
+        assert ((yaw >= 50) & (yaw <= 310)).all()
