@@ -95,34 +95,46 @@ def _distance(crcb: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.sqrt((((crcb - centre) / spread) ** 2).sum(-1))
 
 
-def soft_matte(rgb: np.ndarray, mask: np.ndarray, radius: int, eps: float = 1e-3) -> np.ndarray:
+def soft_matte(rgb: np.ndarray, mask: np.ndarray, radius: int, eps: float = 1e-3, subsample: int = 2) -> np.ndarray:
     """``[H, W]`` float32 alpha in 0..1: ``mask`` ``[H, W]`` bool snapped to the edges of ``rgb``
     ``[H, W, 3]`` uint8 by a colour guided filter of window radius ``radius`` px (step 9).
 
-    Pixels farther than ``radius`` from the mask's edge keep their hard value.
+    The filter's linear coefficients are computed ``subsample`` times coarser and interpolated back
+    (He and Sun's fast guided filter): the output still follows the full-resolution guide. Pixels
+    farther than ``radius`` from the mask's edge keep their hard value.
     """
     import cv2
 
-    guide = rgb.astype(np.float32) / 255
-    p = mask.astype(np.float32)
-    k = (2 * radius + 1, 2 * radius + 1)
+    h, w = mask.shape
+    s = max(1, min(subsample, radius))
+    guide_full = rgb.astype(np.float32) / 255
+    p_full = mask.astype(np.float32)
+    small = (max(1, w // s), max(1, h // s))
+    guide = cv2.resize(guide_full, small, interpolation=cv2.INTER_AREA) if s > 1 else guide_full
+    p = cv2.resize(p_full, small, interpolation=cv2.INTER_AREA) if s > 1 else p_full
+    r = max(1, round(radius / s))
+    k = (2 * r + 1, 2 * r + 1)
 
     def box(x: np.ndarray) -> np.ndarray:
         return cv2.boxFilter(x, -1, k, borderType=cv2.BORDER_REFLECT)
 
     mean_i, mean_p = box(guide), box(p)
     cov_ip = box(guide * p[..., None]) - mean_i * mean_p[..., None]
-    cov = np.empty(mask.shape + (3, 3), np.float32)
+    cov = np.empty(p.shape + (3, 3), np.float32)
     for a in range(3):
         for b in range(a, 3):
             cov[..., a, b] = cov[..., b, a] = box(guide[..., a] * guide[..., b]) - mean_i[..., a] * mean_i[..., b]
     cov += eps * np.eye(3, dtype=np.float32)
     coef = np.linalg.solve(cov, cov_ip[..., None])[..., 0]
     offset = mean_p - (coef * mean_i).sum(-1)
-    alpha = np.clip((box(coef) * guide).sum(-1) + box(offset), 0, 1)
-    kernel = np.ones(k, np.uint8)
+    coef, offset = box(coef), box(offset)
+    if s > 1:
+        coef = cv2.resize(coef, (w, h), interpolation=cv2.INTER_LINEAR)
+        offset = cv2.resize(offset, (w, h), interpolation=cv2.INTER_LINEAR)
+    alpha = np.clip((coef * guide_full).sum(-1) + offset, 0, 1)
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     near = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
-    return np.where(near, alpha, p).astype(np.float32)
+    return np.where(near, alpha, p_full).astype(np.float32)
 
 
 def head_region(landmarks: np.ndarray, shape: tuple[int, int], head_width: float, neck_width: float) -> np.ndarray:
