@@ -84,7 +84,9 @@ class PriorTrainer:
         if precision == "auto":
             precision = "bf16" if device.type == "cuda" else "no"
         self.accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
-        torch.manual_seed(cfg.seed)
+        if self.accelerator.num_processes > 1:
+            device = self.accelerator.device  # this process's GPU under `accelerate launch`
+        torch.manual_seed(cfg.seed)  # the same initial weights in every process
         # The model config's fields other than size and views are the denoiser's constructor arguments.
         arch = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("size", "views")}
         arch["block_out_channels"] = tuple(arch["block_out_channels"])
@@ -102,7 +104,8 @@ class PriorTrainer:
         self.latents: dict[str, Tensor] = {}
         self.step = 0
         self.train_time = 0.0
-        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        # Each process draws its own batches; DDP averages their gradients (global batch = B x processes).
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed + self.accelerator.process_index)
         self.noise_sched = self.prior.scheduler
         self.alphas = self.noise_sched.alphas_cumprod.to(device)
 
@@ -190,11 +193,16 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
     ``time_limit_s`` the run stops with a checkpoint after that much training time (e.g. to fit a job
     slot); the same command (with or without a limit) continues from it.
     """
+    from accelerate import PartialState
+
     out, roots = Path(out), [Path(d) for d in data]
     if not roots:
         raise GafkitError("prior train: give at least one --data folder")
     dev = resolve_device(device)
-    if not resume:
+    state = PartialState(cpu=dev.type == "cpu")  # joins the process group under `accelerate launch`
+    if state.num_processes > 1:
+        dev = state.device
+    if not resume and state.is_main_process:
         import shutil
 
         shutil.rmtree(Path(str(out) + ".partial"), ignore_errors=True)
@@ -204,6 +212,20 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
         heldout = load_split(roots, "heldout", dev)
     except GafkitError:
         heldout = None
+    # Samples and metrics use the held-out examples, or the training ones when there are none.
+    eval_set = heldout if heldout is not None else train_data
+    if not state.is_main_process:
+        # The other processes train in step (every step all-reduces gradients) and write nothing.
+        trainer = PriorTrainer(cfg, dev)
+        trainer.load_examples(train_data)
+        del train_data
+        _resume(trainer, Path(str(out) + ".partial") / "checkpoints" / "latest.pt")
+        try:
+            _train(trainer, None, None, eval_set, time_limit_s)
+        except StoppedError:
+            return out  # the main process reports the stop and holds the checkpoint
+        state.wait_for_everyone()
+        return out
     inputs = {f"data{i}": r / "index.json" for i, r in enumerate(roots)}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -211,13 +233,11 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
         with art.timed("encode"):
             trainer = PriorTrainer(cfg, dev)
             trainer.load_examples(train_data)
-        # Samples and metrics use the held-out examples, or the training ones when there are none.
-        eval_set = heldout if heldout is not None else train_data
         del train_data
         ckpt = art.dir / "checkpoints" / "latest.pt"
-        if art.resumed and ckpt.is_file():
-            trainer.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=False))
-            log.info("resuming prior training at step %d (%s)", trainer.step, ckpt)
+        if not art.resumed:
+            ckpt.unlink(missing_ok=True)
+        _resume(trainer, ckpt)
         _train(trainer, ckpt, art.dir, eval_set, time_limit_s)
         art.manifest.timings["train"] = round(trainer.train_time, 3)
         prior = trainer.ema_prior()
@@ -227,6 +247,7 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
             _samples(prior, eval_set, art.dir, trainer.step, cfg)
         metrics.update({"split": "heldout" if heldout is not None else "train", "steps": trainer.step,
                         "train_time_s": round(trainer.train_time, 3), "examples": trainer.n,
+                        "processes": state.num_processes, "global_batch": cfg.batch_size * state.num_processes,
                         "parameters": sum(p.numel() for p in prior.denoiser.parameters()),
                         "peak_vram_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
                         if dev.type == "cuda" else None, "device": str(dev)})
@@ -236,7 +257,20 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
         art.manifest.extra = {k: metrics[k] for k in ("psnr", "ssim", "steps", "examples") if k in metrics}
         log.info("prior: %d steps on %d examples, held-out PSNR %.2f dB", trainer.step, trainer.n,
                  metrics.get("psnr", math.nan))
+    state.wait_for_everyone()
     return out
+
+
+def _resume(trainer: PriorTrainer, ckpt: Path) -> None:
+    """Load ``ckpt`` when it exists; every process reads the same file, after the main process has
+    decided whether it is a resumption (a fresh run has removed it)."""
+    trainer.accelerator.wait_for_everyone()
+    if ckpt.is_file():
+        trainer.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False))
+        log.info("resuming prior training at step %d (%s)", trainer.step, ckpt)
+        if trainer.accelerator.num_processes > 1:
+            # The checkpoint holds the main process's batch stream; each process continues its own.
+            trainer.generator.manual_seed(trainer.cfg.seed + trainer.accelerator.process_index + 7919 * trainer.step)
 
 
 def _samples(prior: MultiViewPrior, eval_set: dict[str, Tensor], root: Path, step: int,
@@ -252,18 +286,21 @@ def _check_data(cfg: PriorTrainConfig, data: dict[str, Tensor], roots: list[Path
                           f"{cfg.model.views} views of {cfg.model.size}x{cfg.model.size} (set model.views/size)")
 
 
-def _train(trainer: PriorTrainer, ckpt: Path, root: Path, eval_set: dict[str, Tensor], time_limit_s: float | None
-           ) -> None:
+def _train(trainer: PriorTrainer, ckpt: Path | None, root: Path | None, eval_set: dict[str, Tensor],
+           time_limit_s: float | None) -> None:
+    """The training loop; ``root`` None in the processes other than the main one (they log, sample and
+    checkpoint nothing)."""
     cfg = trainer.cfg
     sync = torch.cuda.synchronize if trainer.accelerator.device.type == "cuda" else (lambda: None)
-    log_path = root / "train_log.jsonl"
+    main = root is not None
+    log_path = root / "train_log.jsonl" if main else None
     losses: list[Tensor] = []
     trainer.model.train()
     try:
         for _ in track(range(trainer.step, cfg.steps), "prior train", total=cfg.steps - trainer.step):
             start = time.perf_counter()
             losses.append(trainer.train_step())
-            if trainer.step % cfg.log_every == 0 or trainer.step == cfg.steps:
+            if main and (trainer.step % cfg.log_every == 0 or trainer.step == cfg.steps):
                 loss = float(torch.stack(losses).mean())
                 losses.clear()
                 if not math.isfinite(loss):
@@ -275,18 +312,32 @@ def _train(trainer: PriorTrainer, ckpt: Path, root: Path, eval_set: dict[str, Te
                     f.write(json.dumps(entry) + "\n")
             sync()
             trainer.train_time += time.perf_counter() - start
-            if cfg.sample_every and trainer.step % cfg.sample_every == 0 and trainer.step < cfg.steps:
+            if main and cfg.sample_every and trainer.step % cfg.sample_every == 0 and trainer.step < cfg.steps:
                 _samples(trainer.ema_prior(), eval_set, root, trainer.step, cfg)
-            if cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
+            if main and cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
                 trainer.save_checkpoint(ckpt)
-            if time_limit_s is not None and trainer.train_time >= time_limit_s and trainer.step < cfg.steps:
-                trainer.save_checkpoint(ckpt)
+            if _time_is_up(trainer, time_limit_s) and trainer.step < cfg.steps:
+                if main:
+                    trainer.save_checkpoint(ckpt)
                 raise StoppedError(f"{root}: stopped at step {trainer.step} after the {time_limit_s:g} s time "
                                    "limit; rerun the same command to continue")
     except KeyboardInterrupt:
-        trainer.save_checkpoint(ckpt)
-        log.warning("interrupted at step %d; checkpoint written to %s (rerun to resume)", trainer.step, ckpt)
+        if main:
+            trainer.save_checkpoint(ckpt)
+            log.warning("interrupted at step %d; checkpoint written to %s (rerun to resume)", trainer.step, ckpt)
         raise
+
+
+def _time_is_up(trainer: PriorTrainer, time_limit_s: float | None) -> bool:
+    """The main process's clock decides for all, so every process stops after the same step."""
+    if time_limit_s is None:
+        return False
+    up = trainer.train_time >= time_limit_s
+    if trainer.accelerator.num_processes == 1:
+        return up
+    from accelerate.utils import broadcast
+
+    return bool(broadcast(torch.tensor([float(up)], device=trainer.accelerator.device), from_process=0).item())
 
 
 def loss_on_batch(trainer: PriorTrainer, seed: int = 0) -> float:

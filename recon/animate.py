@@ -31,7 +31,6 @@ from gafkit.errors import GafkitError
 from gafkit.heads.base import HeadModel, HeadParams, head_center
 from gafkit.recon.avatar import render_sequence
 from gafkit.recon.camera_path import OrbitConfig, load_camera_path, orbit_cameras, spread
-from gafkit.recon.render import Gaussians, render_gaussians
 from gafkit.recon.retarget import RetargetConfig, load_driver, retarget
 from gafkit.render.camera import Cameras
 

@@ -257,3 +257,38 @@ def test_orbit_samples_spread_over_the_circle_and_can_skip_the_front():
     for seed in range(20):
         yaw, _ = sample_orbit(4, torch.Generator().manual_seed(seed), min_yaw_deg=50)
         assert ((yaw >= 50) & (yaw <= 310)).all()
+
+
+def _torchrun(*args, processes=2):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={processes}", "-m", "gafkit", "-q", "--device", "cpu", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_prior_train_on_two_processes_averages_their_gradients_and_resumes(data, tmp_path):
+    """`accelerate launch` / torchrun with 2 CPU processes (gloo): the same code path as several GPUs."""
+    from safetensors.torch import load_file
+
+    args = ["prior", "train", "--data", str(data), "--preset", "tiny", "--steps", "6", "--set", "sample_every=0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert runner.invoke(app, ["--device", "cpu", *args, "-o", str(one)]).exit_code == 0
+    # A time limit stops both processes after the same step, the main one checkpoints, a rerun finishes.
+    stopped = _torchrun(*args, "-o", str(two), "--time-limit", "0.000001")
+    assert stopped.returncode != 0 and "time limit" in stopped.stderr + stopped.stdout
+    assert (tmp_path / "two.partial" / "checkpoints" / "latest.pt").is_file() and not two.exists()
+    done = _torchrun(*args, "-o", str(two))
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["global_batch"] == 2 * PRESETS["tiny"]().batch_size
+    assert metrics["steps"] == 6 and not (tmp_path / "two.partial").exists()
+    # Process 0 draws the single-process run's batches; only the second process's gradients, averaged
+    # in, can make the weights differ.
+    w1 = load_file(one / "denoiser" / "diffusion_pytorch_model.safetensors")
+    w2 = load_file(two / "denoiser" / "diffusion_pytorch_model.safetensors")
+    assert w1.keys() == w2.keys()
+    assert max(float((w1[k].float() - w2[k].float()).abs().max()) for k in w1) > 1e-4
