@@ -4,14 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
-# The environment is rebuilt only when the dependency files change.
-key=$(cat pyproject.toml constraints/cpu.txt | sha256sum | cut -c1-16)
+# The environment is rebuilt only when the dependency files (or this script) change.
+key=$(cat pyproject.toml constraints/cpu.txt scripts/test.sh | sha256sum | cut -c1-16)
 venv="${GAFKIT_CACHE:-$HOME/.cache/gafkit}/venv-test-$key"
 if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   "$py" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -c constraints/cpu.txt -e ".[dev]"
+  # cluster: Ray, so the Ray executor's test runs against a local CPU instance instead of being skipped.
+  "$venv/bin/python" -m pip install -q -c constraints/cpu.txt -e ".[dev,cluster]"
   touch "$venv/.complete"
 fi
 # Re-point the editable install at this checkout (the cached venv may come from another clone).
