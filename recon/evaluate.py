@@ -62,7 +62,8 @@ def evaluate_frames(avatar: GaussianAvatar, model: HeadModel, params: HeadParams
         out = render_avatar(avatar, model, p, frames.cameras[i], bg=bg, backend=backend)
         gt, mask = frames.target(i, bg)
         rows.append(frame_metrics(out.rgb, gt, mask))
-    result = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    result = {k: float(np.nanmean([r[k] for r in rows])) if not all(np.isnan(r[k]) for r in rows) else None
+              for k in rows[0]}
     result["frames"] = len(rows)
     return result
 

@@ -83,10 +83,32 @@ def image_metrics(pred: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"], 
     """PSNR/SSIM/L1 over full frames and inside ``mask``, each averaged over the B frames (per-frame
     PSNR first, then the mean, as papers report it)."""
     per = [frame_metrics(pred[i : i + 1], gt[i : i + 1], mask[i : i + 1]) for i in range(pred.shape[0])]
-    return {k: sum(p[k] for p in per) / len(per) for k in per[0]}
+    return {k: _nanmean([p[k] for p in per]) for k in per[0]}
+
+
+def _nanmean(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+EDGE_PX = 5
+"""Width of the mask's edge band at 512 px (scaled with the image width), for ``psnr_mask_edge``."""
+
+
+def mask_edge(mask: Float[Tensor, "B H W 1"], width: int) -> tuple[Tensor, Tensor]:
+    """``(interior, edge)`` of the hard mask (``mask > 0.5``), each ``[B, H, W, 1]`` 0/1: the mask
+    eroded by ``width`` pixels, and the rest of the mask."""
+    hard = (mask > 0.5).to(mask.dtype).permute(0, 3, 1, 2)
+    interior = 1 - F.max_pool2d(1 - hard, 2 * width + 1, stride=1, padding=width)
+    return interior.permute(0, 2, 3, 1), (hard - interior).permute(0, 2, 3, 1)
 
 
 def frame_metrics(pred: Tensor, gt: Tensor, mask: Tensor) -> dict[str, float]:
+    """Full-frame and masked PSNR/SSIM/L1, and the masked PSNR split into the interior and the band of
+    ``EDGE_PX`` (at 512) along the mask's edge, where segmentation noise lands (nan where a part is empty)."""
     pred, gt = pred.clamp(0, 1), gt.clamp(0, 1)
+    interior, edge = mask_edge(mask, max(1, round(EDGE_PX * mask.shape[2] / 512)))
     return {"psnr": psnr(pred, gt), "ssim": ssim(pred, gt), "l1": l1(pred, gt),
-            "psnr_masked": psnr(pred, gt, mask), "ssim_masked": ssim(pred, gt, mask), "l1_masked": l1(pred, gt, mask)}
+            "psnr_masked": psnr(pred, gt, mask), "ssim_masked": ssim(pred, gt, mask), "l1_masked": l1(pred, gt, mask),
+            "psnr_mask_interior": psnr(pred, gt, interior) if interior.any() else math.nan,
+            "psnr_mask_edge": psnr(pred, gt, edge) if edge.any() else math.nan}
