@@ -12,6 +12,11 @@ A diffusers ``UNet2DConditionModel`` runs on the ``B * V`` view latents of ``B``
   cross-attends to, and (``global_embedding``) its pooled tokens are added to the timestep embedding.
   ``reference_dropped`` swaps those tokens for a learned null token: trained with some probability,
   it gives the unconditional branch of classifier-free guidance.
+- **Reference view** (``reference_view``, off in the packaged prior): the clean reference latent also
+  enters the UNet as an extra view at timestep 0, flagged by a learned latent in place of a normal map,
+  so every cross-view self-attention layer can copy appearance from it at every resolution, not only
+  through the pooled cross-attention tokens (the route image-conditioned multi-view models such as
+  ImageDream and Zero123++ use to keep the subject's identity). A dropped reference is a zero latent.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class MultiViewDenoiser(ModelMixin, ConfigMixin):
         cross_attention_dim: int = 256,
         reference_patch: int = 2,
         global_embedding: bool = True,
+        reference_view: bool = False,
     ):
         super().__init__()
         n = len(block_out_channels)
@@ -100,6 +106,9 @@ class MultiViewDenoiser(ModelMixin, ConfigMixin):
         self.reference_in = nn.Conv2d(latent_channels, cross_attention_dim, reference_patch, reference_patch)
         self.reference_pos = nn.Parameter(torch.randn(1, tokens, cross_attention_dim) * 0.02)
         self.null_reference = nn.Parameter(torch.zeros(1, 1, cross_attention_dim))
+        if reference_view:
+            # Stands where a target view has its normal-map latent: tells the UNet which view is the reference.
+            self.reference_flag = nn.Parameter(torch.randn(1, latent_channels, 1, 1) * 0.5)
 
     def reference_tokens(self, reference: Float[Tensor, "B C h w"],
                          dropped: Bool[Tensor, " B"] | None = None) -> Float[Tensor, "B T D"]:
@@ -128,10 +137,18 @@ class MultiViewDenoiser(ModelMixin, ConfigMixin):
         b, v = noisy.shape[:2]
         tokens = self.reference_tokens(reference, reference_dropped)
         pooled = tokens.mean(1) if self.config.global_embedding else None
-        x = torch.cat([noisy, normals], 2).flatten(0, 1)
+        x = torch.cat([noisy, normals], 2)
+        t = timesteps[:, None].expand(b, v)
+        if self.config.reference_view:
+            ref = reference if reference_dropped is None else torch.where(
+                reference_dropped[:, None, None, None], torch.zeros_like(reference), reference)
+            flag = self.reference_flag.to(ref.dtype).expand_as(ref)
+            x = torch.cat([torch.cat([ref, flag], 1)[:, None].to(x.dtype), x], 1)  # view 0: the reference
+            t = torch.cat([torch.zeros_like(t[:, :1]), t], 1)  # clean: timestep 0
+        n = x.shape[1]
         out = self.unet(
-            x, timesteps.repeat_interleave(v), encoder_hidden_states=tokens.repeat_interleave(v, 0),
-            class_labels=None if pooled is None else pooled.repeat_interleave(v, 0),
-            cross_attention_kwargs={"views": v}, return_dict=False,
-        )[0]
-        return out.unflatten(0, (b, v))
+            x.flatten(0, 1), t.flatten(), encoder_hidden_states=tokens.repeat_interleave(n, 0),
+            class_labels=None if pooled is None else pooled.repeat_interleave(n, 0),
+            cross_attention_kwargs={"views": n}, return_dict=False,
+        )[0].unflatten(0, (b, n))
+        return out[:, n - v:]

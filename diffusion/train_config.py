@@ -24,6 +24,9 @@ class PriorModelConfig:
     """Reference latent patch size per token (2: 256 tokens at size 256)."""
     global_embedding: bool = True
     """Also add the pooled reference tokens to the timestep embedding."""
+    reference_view: bool = False
+    """Also feed the clean reference latent as an extra view into the cross-view self-attention (costs
+    (V + 1) / V of the compute); off in the packaged prior, which was trained without it."""
 
 
 @dataclasses.dataclass
