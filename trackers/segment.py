@@ -16,8 +16,8 @@ mediapipe's selfie segmentation gives a person mask; it is refined with what the
 7. drop clothing near the neck: below the chin keep only skin-coloured pixels (chroma, YCrCb's Cr
    and Cb, within ``neck_skin`` standard deviations of the face's own, inside the landmark hull);
    beside the jaw also drop pixels whose chroma is nearer the clothing's (the person pixels under
-   the chin that failed the skin test) than the skin's, which removes shoulders that rise to the jaw but keeps hair; keep
-   the part connected to the face;
+   the chin that failed the skin test) than the skin's, which removes shoulders that rise to the
+   jaw but keeps hair; keep the part connected to the face;
 8. clear the padding of crops that leave the frame;
 9. (``Segmenter``) turn the binary mask into a soft matte that follows the image's own edges: a
    colour guided filter (He et al. 2010) of the mask with the crop as guide, within ``matte_radius``
@@ -25,7 +25,7 @@ mediapipe's selfie segmentation gives a person mask; it is refined with what the
    the real hair and jaw lines, differently in every frame; a fit cannot reproduce that, and those
    pixels dominated the masked error of early avatars.
 
-Frames without landmarks get steps 1, 3, 4 (largest component) and 8.
+Frames without landmarks get steps 1, 3, 4 (largest component), 8 and 9.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def _component(mask: np.ndarray, seed: np.ndarray | None) -> np.ndarray:
 
 
 def _along_chin(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``[H, W]`` signed distance below the chin along the face's down direction, in face heights."""
+    """``[H, W]`` signed distance below the chin along the face's down direction (forehead landmark
+    10 -> chin 152), in face heights; cuts along it are square to a tilted head's neck."""
     top, chin = landmarks[FOREHEAD, :2], landmarks[CHIN, :2]
     down = chin - top
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -193,19 +194,12 @@ def refine_mask(
         mask |= hull
     mask = _fill_holes(mask)
     mask = _component(mask, hull)
-    if landmarks is not None and cfg.neck_below_chin is not None:
-        top, chin = landmarks[FOREHEAD, :2], landmarks[CHIN, :2]
-        down = chin - top
-        face_height = float(np.linalg.norm(down))
-        if face_height > 0:
-            down /= face_height
-            ys, xs = np.mgrid[0:size_y, 0:size_x]
-            along = (xs + 0.5 - chin[0]) * down[0] + (ys + 0.5 - chin[1]) * down[1]
-            mask &= along <= cfg.neck_below_chin * face_height
+    along = _along_chin(landmarks, (size_y, size_x)) if landmarks is not None else None
+    if along is not None and cfg.neck_below_chin is not None:
+        mask &= along <= cfg.neck_below_chin
     if landmarks is not None and cfg.head_width is not None:
         mask &= head_region(landmarks, (size_y, size_x), cfg.head_width, cfg.neck_width)
-    if landmarks is not None and rgb is not None and cfg.neck_skin is not None and hull.any():
-        along = _along_chin(landmarks, (size_y, size_x))
+    if along is not None and rgb is not None and cfg.neck_skin is not None and hull.any():
         crcb = _chroma(rgb)
         skin_d = _distance(crcb, hull)
         mask &= (along <= 0) | (skin_d <= cfg.neck_skin)
