@@ -234,9 +234,7 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
             trainer = PriorTrainer(cfg, dev)
             trainer.load_examples(train_data)
         del train_data
-        ckpt = art.dir / "checkpoints" / "latest.pt"
-        if not art.resumed:
-            ckpt.unlink(missing_ok=True)
+        ckpt = art.dir / "checkpoints" / "latest.pt"  # absent unless write_artifact resumed the folder
         _resume(trainer, ckpt)
         _train(trainer, ckpt, art.dir, eval_set, time_limit_s)
         art.manifest.timings["train"] = round(trainer.train_time, 3)
@@ -262,8 +260,8 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
 
 
 def _resume(trainer: PriorTrainer, ckpt: Path) -> None:
-    """Load ``ckpt`` when it exists; every process reads the same file, after the main process has
-    decided whether it is a resumption (a fresh run has removed it)."""
+    """Load ``ckpt`` when it exists; every process reads the same file, once the main process has set
+    up the output folder (a fresh run starts from an empty one)."""
     trainer.accelerator.wait_for_everyone()
     if ckpt.is_file():
         trainer.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False))

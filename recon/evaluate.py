@@ -38,7 +38,7 @@ from gafkit.heads import load_head_model
 from gafkit.heads.base import HeadModel, HeadParams
 from gafkit.recon.avatar import GaussianAvatar, render_avatar, render_sequence
 from gafkit.recon.data import FrameSet, load_frames
-from gafkit.recon.metrics import frame_metrics
+from gafkit.recon.metrics import frame_metrics, mean_metrics
 from gafkit.render.camera import Cameras
 
 AVATAR_KIND = "avatar"
@@ -62,8 +62,7 @@ def evaluate_frames(avatar: GaussianAvatar, model: HeadModel, params: HeadParams
         out = render_avatar(avatar, model, p, frames.cameras[i], bg=bg, backend=backend)
         gt, mask = frames.target(i, bg)
         rows.append(frame_metrics(out.rgb, gt, mask))
-    result = {k: float(np.nanmean([r[k] for r in rows])) if not all(np.isnan(r[k]) for r in rows) else None
-              for k in rows[0]}
+    result = mean_metrics(rows)
     result["frames"] = len(rows)
     return result
 

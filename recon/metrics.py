@@ -82,13 +82,17 @@ def psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> float:
 def image_metrics(pred: Float[Tensor, "B H W 3"], gt: Float[Tensor, "B H W 3"], mask: Float[Tensor, "B H W 1"]) -> dict[str, float]:
     """PSNR/SSIM/L1 over full frames and inside ``mask``, each averaged over the B frames (per-frame
     PSNR first, then the mean, as papers report it)."""
-    per = [frame_metrics(pred[i : i + 1], gt[i : i + 1], mask[i : i + 1]) for i in range(pred.shape[0])]
-    return {k: _nanmean([p[k] for p in per]) for k in per[0]}
+    return mean_metrics([frame_metrics(pred[i : i + 1], gt[i : i + 1], mask[i : i + 1]) for i in range(pred.shape[0])])
 
 
-def _nanmean(values: list[float]) -> float:
-    kept = [v for v in values if not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else math.nan
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float | None]:
+    """Each key's mean over the frames' ``frame_metrics`` rows, skipping frames where it is nan (an
+    empty mask part); None when every frame skips it."""
+    out: dict[str, float | None] = {}
+    for k in rows[0]:
+        kept = [r[k] for r in rows if not math.isnan(r[k])]
+        out[k] = sum(kept) / len(kept) if kept else None
+    return out
 
 
 EDGE_PX = 5

@@ -151,14 +151,11 @@ def head_region(landmarks: np.ndarray, shape: tuple[int, int], head_width: float
     face_height = float(np.linalg.norm(down))
     if face_height == 0:
         return np.ones(shape, bool)
-    down /= face_height
-    right = np.array([-down[1], down[0]])
+    right = np.array([-down[1], down[0]]) / face_height
     half_width = float(np.abs((landmarks[:, :2] - chin) @ right).max())
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
-    dx, dy = xs + 0.5 - chin[0], ys + 0.5 - chin[1]
-    along = (dx * down[0] + dy * down[1]) / face_height
-    side = np.abs(dx * right[0] + dy * right[1]) / half_width
-    t = np.clip((along - TAPER[0]) / (TAPER[1] - TAPER[0]), 0, 1)
+    side = np.abs((xs + 0.5 - chin[0]) * right[0] + (ys + 0.5 - chin[1]) * right[1]) / half_width
+    t = np.clip((_along_chin(landmarks, shape) - TAPER[0]) / (TAPER[1] - TAPER[0]), 0, 1)
     return side <= head_width + t * (neck_width - head_width)
 
 
