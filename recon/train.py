@@ -279,6 +279,15 @@ def _check_sequence(seq: TrackedSequence) -> None:
         raise InputError(seq.root, f"{len(seq.images)} images but {len(seq.masks)} masks")
 
 
+def _check_settings(cfg: FitConfig) -> None:
+    from gafkit.errors import ConfigError
+
+    if not cfg.lr.final_factor > 0:
+        raise ConfigError(f"lr.final_factor: {cfg.lr.final_factor!r} must be > 0 (1 keeps the rates constant)")
+    if not 0 <= cfg.prior.min_yaw_deg < 180:
+        raise ConfigError(f"prior.min_yaw_deg: {cfg.prior.min_yaw_deg!r} must be in [0, 180)")
+
+
 def run_fit(cfg: FitConfig, tracked: str | Path, out: str | Path, *, device: str = "auto", overwrite: bool = False,
             resume: bool = True) -> Path:
     """Fit an avatar to the tracked sequence ``tracked`` and write the avatar artifact ``out``.
@@ -287,6 +296,7 @@ def run_fit(cfg: FitConfig, tracked: str | Path, out: str | Path, *, device: str
     continues from its last checkpoint; ``resume=False`` starts over.
     """
     tracked, out = Path(tracked), Path(out)
+    _check_settings(cfg)
     dev = resolve_device(device)
     seq = load_sequence(tracked)
     _check_sequence(seq)

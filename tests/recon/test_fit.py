@@ -169,9 +169,9 @@ def test_disk_full_keeps_the_previous_checkpoint(subject, tmp_path, monkeypatch)
 def test_bad_inputs_exit_2_without_output(subject, tmp_path):
     runner = CliRunner()
 
-    def run(src, name):
+    def run(src, name, *extra):
         out = tmp_path / name
-        result = runner.invoke(app, ["--device", "cpu", "fit", str(src), "-o", str(out), "--iters", "5"])
+        result = runner.invoke(app, ["--device", "cpu", "fit", str(src), "-o", str(out), "--iters", "5", *extra])
         assert result.exit_code == 2, result.output
         assert not out.exists() and not (tmp_path / f"{name}.partial").exists()
         return result.output
@@ -197,6 +197,8 @@ def test_bad_inputs_exit_2_without_output(subject, tmp_path):
     first = sorted((wrong / "fg_masks").iterdir())[0]
     Image.new("L", (32, 32)).save(first)
     assert "32x32" in run(wrong, "d")
+    assert "lr.final_factor" in run(subject, "e", "--set", "lr.final_factor=0")
+    assert "prior.min_yaw_deg" in run(subject, "f", "--set", "prior.min_yaw_deg=180")
 
 
 def test_refine_tracking_moves_only_training_frames(subject, tmp_path):
