@@ -105,16 +105,19 @@ class PriorGuidanceConfig:
     look like a head before they are worth denoising)."""
     regenerate_every: int = 100
     """Iterations between regenerations; each iteration in between reuses the pseudo views."""
-    strength_max: float = 0.7
-    """Noise level of the first regeneration (0..1 of the diffusion schedule)."""
+    strength_max: float = 0.4
+    """Noise level of the first regeneration (0..1 of the diffusion schedule). Higher levels let the
+    prior repaint more of the avatar, and with it the subject's identity (0.4 beat 0.7 on every
+    novel-view measure of a held-out person, benchmarks/RESULTS.md session 5)."""
     strength_min: float = 0.2
     """Noise level reached at the last iteration."""
     steps: int = 20
     """DDIM steps of a full-strength denoise; a regeneration runs ceil(strength * steps)."""
     guidance_scale: float = 2.0
     """Classifier-free guidance on the reference frame."""
-    weight: float = 0.5
-    """Weight of the pseudo-view loss relative to the frame loss."""
+    weight: float = 0.25
+    """Weight of the pseudo-view loss relative to the frame loss (0.25 beat 0.5 and 1.0 with the packaged
+    prior: most of its gain is the clean-up of the unseen sides, its cost the colours it makes up)."""
     pitch_deg: float = 30.0
     """Pitch range (+-) of the sampled cameras; yaw covers the full circle."""
     min_yaw_deg: float = 0.0
