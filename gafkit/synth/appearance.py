@@ -162,7 +162,7 @@ def load_photo(path: str | None) -> tuple[np.ndarray, str]:
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB")), str(path)
+            return np.array(img.convert("RGB")), str(path)  # writable: torch.from_numpy warns on read-only
     except FileNotFoundError:
         raise InputError(path, "no such photo") from None
     except (UnidentifiedImageError, OSError) as err:
