@@ -278,7 +278,8 @@ def build_ict_asset(src: str | Path, out: str | Path, *, landmarks: bool = True,
 
         keep = np.concatenate([arrays[f"region.{k}"] for k in ("face", "scalp", "neck", "eyes")])
         emb = embed_landmarks(torch.from_numpy(arrays["template"]), torch.from_numpy(arrays["faces"]).long(),
-                              visible_vertices=torch.from_numpy(keep).long())
+                              visible_vertices=torch.from_numpy(keep).long(),
+                              eyeball_vertices=torch.from_numpy(arrays["region.eyes"]).long())
         arrays["landmarks.faces"] = emb.faces.numpy().astype(np.int32)
         arrays["landmarks.bary"] = emb.bary.numpy().astype(np.float32)
     save_asset(out, arrays, meta)

@@ -4,7 +4,7 @@ FLAME's own landmark embeddings are not in the model file and the third-party on
 non-commercial licences, so gafkit derives a mediapipe embedding from the user's own FLAME template
 (:func:`ensure_landmark_embedding`, through :func:`gafkit.heads.landmark_embedding.embed_landmarks`)
 once and keeps it here:
-``$GAFKIT_CACHE`` (default ``~/.cache/gafkit``) ``/landmarks/flame-<sha256 of the model file>.npz``
+``$GAFKIT_CACHE`` (default ``~/.cache/gafkit``) ``/landmarks/flame-<recipe>-<sha256 of the model file>.npz``
 holding ``faces [L]`` (int64) and ``bary [L, 3]`` (float32). Keying on the file's content means a
 different FLAME release (2020, 2023, 2023 Open) never reuses another's embedding.
 """
@@ -26,6 +26,9 @@ __all__ = ["cache_root", "cache_path", "load_cached_embedding", "save_cached_emb
            "ensure_landmark_embedding"]
 
 CACHE_ENV = "GAFKIT_CACHE"
+# Part of the cache name: a new embedding recipe (v2: iris points on the eyeballs, the rest off them)
+# must not reuse entries of an old one.
+RECIPE = "v2"
 
 
 def cache_root() -> Path:
@@ -39,7 +42,7 @@ def cache_path(model_file: str | Path) -> Path:
     model_file = Path(model_file)
     if not model_file.is_file():
         raise InputError(model_file, "no such file")
-    return cache_root() / "landmarks" / f"flame-{sha256_file(model_file)}.npz"
+    return cache_root() / "landmarks" / f"flame-{RECIPE}-{sha256_file(model_file)}.npz"
 
 
 def load_cached_embedding(model_file: str | Path) -> LandmarkEmbedding | None:
@@ -86,7 +89,9 @@ def ensure_landmark_embedding(model: HeadModel, model_file: str | Path) -> Landm
     if embedding is None:
         from gafkit.heads.landmark_embedding import embed_landmarks  # mediapipe: imported only to build
 
-        embedding = embed_landmarks(model.template.detach().cpu(), model.faces.detach().cpu())
+        eyes = model.regions.get("eyes")
+        embedding = embed_landmarks(model.template.detach().cpu(), model.faces.detach().cpu(),
+                                    eyeball_vertices=None if eyes is None else eyes.detach().cpu())
         save_cached_embedding(model_file, embedding)
     model.landmarks = LandmarkEmbedding(faces=embedding.faces.to(model.faces.device),
                                         bary=embedding.bary.to(model.template))

@@ -7,7 +7,8 @@ Recipe (works on ICT and on a user's FLAME template, so no non-commercial embedd
 3. back-project every landmark through the rasterizer's triangle id and barycentrics at its pixel;
 4. combine the views: median of the hits, drop hits more than 5 mm from it (a landmark hidden behind
    the nose in a turned view lands on the nose), average the rest (the median if none is left);
-5. snap that point to the closest surface point -> (triangle, barycentric).
+5. snap that point to the closest surface point -> (triangle, barycentric); given the eyeballs, the
+   10 iris points snap to them and the 468 others to the rest of the mesh.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ from gafkit.errors import GafkitError
 from gafkit.heads.base import LandmarkEmbedding
 
 NUM_LANDMARKS = 478
+# mediapipe's refined iris points (two centres and their rings) follow the eyeballs, all others the skin.
+IRIS_LANDMARKS = tuple(range(468, 478))
 # Hits farther than this from the per-landmark median of the views are treated as occluded (metres).
 OUTLIER_M = 0.005
+# Depth is divided by this when a landmark is moved along the view ray onto the eyeballs or off them.
+RAY_SQUASH = 20.0
+# ... onto triangles whose normal is within 60 degrees of the frontal view (cosine above this).
+MIN_FACING = 0.5
 
 
 @dataclasses.dataclass
@@ -194,8 +201,48 @@ def _barycentric(p: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     return torch.stack([1 - w1 - w2, w1, w2], dim=-1)
 
 
+def snap_landmarks(points: Float[Tensor, "L 3"], vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"],
+                   eyeball_vertices: Int[Tensor, " E"] | None = None) -> tuple[Int[Tensor, " L"], Float[Tensor, "L 3"]]:
+    """:func:`closest_surface_points` of the 478 landmarks, with iris points kept on the eyeballs.
+
+    The eyelid margin and the eyeball meet within a pixel of the renders, so the surface a landmark
+    hits there is either one. A lid point bound to the eyeball turns with the gaze and an iris point
+    bound to the lid does not, which damps the tracked gaze and blinks. With ``eyeball_vertices`` the
+    iris points (:data:`IRIS_LANDMARKS`) go to the eyeballs and every other point off them: a point
+    whose closest surface is on the wrong side moves along the frontal view ray (+-Z) to the nearest
+    front-facing triangle of its side (:data:`MIN_FACING`), which keeps it where it was seen (an iris point under a lid goes
+    to the eyeball behind it, a lid point to the lid's front edge rather than the margin's underside).
+    """
+    tri, bary = closest_surface_points(points, vertices, faces)
+    if eyeball_vertices is None:
+        return tri, bary
+    flag = torch.zeros(vertices.shape[0], dtype=torch.bool)
+    flag[eyeball_vertices] = True
+    on_eye = flag[faces].all(1)
+    corners = vertices[faces].double()
+    normal = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    # Edge-on triangles (the lid margin's rim) would get almost no weight in the tracker's visibility term.
+    facing = normal[:, 2] > MIN_FACING * normal.norm(dim=1)
+    iris = torch.zeros(points.shape[0], dtype=torch.bool)
+    iris[list(IRIS_LANDMARKS)] = True
+    # Squashing depth makes the closest point the one along the view ray (to within 1/RAY_SQUASH of the
+    # depth gap); affine maps keep barycentrics, so they hold for the unsquashed triangle.
+    squash = torch.tensor([1.0, 1.0, 1.0 / RAY_SQUASH])
+    for want_eye in (True, False):
+        wrong = (iris == want_eye) & (on_eye[tri] != want_eye)
+        if not wrong.any():
+            continue
+        ids = torch.nonzero((on_eye == want_eye) & facing).squeeze(1)
+        if not len(ids):
+            raise GafkitError(f"landmark embedding: no front-facing triangle {'on' if want_eye else 'off'} the eyeballs")
+        t, b = closest_surface_points(points[wrong] * squash, vertices * squash, faces[ids])
+        tri[wrong], bary[wrong] = ids[t], b
+    return tri, bary
+
+
 def embed_landmarks(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], *,
                     visible_vertices: Int[Tensor, " N"] | None = None,
+                    eyeball_vertices: Int[Tensor, " E"] | None = None,
                     yaws_deg: Sequence[float] = (0.0, 20.0, -20.0), size: int = 512) -> LandmarkEmbedding:
     """The mediapipe 478-landmark embedding of a neutral head mesh (model space, face toward +Z).
 
@@ -205,6 +252,8 @@ def embed_landmarks(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], *
         visible_vertices: [N] vertices to render (e.g. face, scalp, neck and eyeballs); triangles
             touching other vertices (mouth interior, teeth) are left out of the renders and of the
             snapping. Default: all.
+        eyeball_vertices: [E] the eyeballs (:func:`snap_landmarks`); None snaps every landmark to the
+            closest visible surface.
         yaws_deg, size: the views (degrees about +Y) and the square image size.
     """
     faces = faces.long()
@@ -219,5 +268,5 @@ def embed_landmarks(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], *
     if np.isnan(views.pixels).all():
         raise GafkitError("landmark embedding: mediapipe found no face in any render of the mesh")
     target = torch.from_numpy(combine_views(views.points))
-    tri, bary = closest_surface_points(target, vertices, sub)
+    tri, bary = snap_landmarks(target, vertices, sub, eyeball_vertices)
     return LandmarkEmbedding(faces=keep[tri], bary=bary)
