@@ -87,6 +87,13 @@ class LossConfig:
     """L2 on the refined per-frame parameter offsets (radians, metres x 100, expression units)."""
     expr_color_reg: float = 1e-3
     """L2 on the expression-dependent colour offsets."""
+    outside: float = 0.0
+    """Weight of the opacity rendered outside the head at a random orbit view per step
+    (:mod:`gafkit.recon.unseen_views`): floaters that the frames never see. 0 = off."""
+    outside_margin: float = 0.06
+    """How far beyond the head mesh's silhouette opacity is free, as a fraction of the view size (hair)."""
+    outside_size: int = 128
+    """Size in pixels of the orbit view that term renders."""
 
 
 @dataclasses.dataclass

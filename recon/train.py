@@ -107,6 +107,14 @@ class Trainer:
             ref = model(self.base[self.train_ids[0]])
             self.face_size = triangle_frames(ref, model.faces).size[0]
         self._order: list[int] = []
+        self.outside = None
+        if cfg.loss.outside > 0:
+            from gafkit.recon.unseen_views import OutsideOpacity
+
+            # The trainer's checkpointed generator draws the views, so a resumed fit draws the same ones.
+            self.outside = OutsideOpacity(model, self.base, frames.cameras, self.train_ids, size=cfg.loss.outside_size,
+                                          margin=cfg.loss.outside_margin, pitch_deg=cfg.prior.pitch_deg,
+                                          generator=self.gen)
         self.pseudo = None
         if cfg.prior.path != "none":
             from gafkit.diffusion.pipeline import MultiViewPrior
@@ -181,6 +189,8 @@ class Trainer:
             loss = loss + cfg.loss.expr_color_reg * a.expr_color.square().mean()
         if cfg.refine_tracking and cfg.loss.tracking_reg > 0:
             loss = loss + cfg.loss.tracking_reg * self.offsets.penalty(index)
+        if self.outside is not None:
+            loss = loss + cfg.loss.outside * self.outside.loss(self.avatar, cfg.backend, self.bg)
         pseudo = self.pseudo if self.pseudo is not None and self.pseudo.active(self.iteration) else None
         if pseudo is not None:
             if pseudo.due(self.iteration):
@@ -286,6 +296,9 @@ def _check_settings(cfg: FitConfig) -> None:
         raise ConfigError(f"lr.final_factor: {cfg.lr.final_factor!r} must be > 0 (1 keeps the rates constant)")
     if not 0 <= cfg.prior.min_yaw_deg < 180:
         raise ConfigError(f"prior.min_yaw_deg: {cfg.prior.min_yaw_deg!r} must be in [0, 180)")
+    if cfg.loss.outside < 0 or not 0 <= cfg.loss.outside_margin < 1 or cfg.loss.outside_size < 8:
+        raise ConfigError(f"loss.outside {cfg.loss.outside!r}, outside_margin {cfg.loss.outside_margin!r}, "
+                          f"outside_size {cfg.loss.outside_size!r}: need >= 0, [0, 1) and >= 8 pixels")
 
 
 def run_fit(cfg: FitConfig, tracked: str | Path, out: str | Path, *, device: str = "auto", overwrite: bool = False,

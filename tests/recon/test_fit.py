@@ -234,3 +234,34 @@ def test_learning_rates_decay_to_their_final_values(subject):
     assert rates[50]["sh_dc"] == pytest.approx(cfg.lr.sh_dc * 0.1**0.5)
     assert rates[100]["log_scale"] == pytest.approx(cfg.lr.scale * 0.1)
     assert rates[100]["xyz"] == pytest.approx(cfg.lr.xyz_final)
+
+
+def test_outside_opacity_pulls_down_floaters_only(subject):
+    from gafkit.heads import load_head_model
+    from gafkit.recon.data import load_frames
+    from gafkit.trackers.sequence import load_sequence
+
+    seq = load_sequence(subject)
+    frames = load_frames(seq.images, seq.masks, seq.cameras)
+    cfg = small_config()
+    cfg.loss.outside, cfg.loss.outside_size = 1.0, 48
+    trainer = train_mod.Trainer(cfg, load_head_model(seq.head_model), seq, frames, torch.device("cpu"))
+    a = trainer.avatar
+    with torch.no_grad():
+        a.xyz[0] = torch.tensor([0.0, 0.0, 8.0])  # 8 triangle sizes (centimetres) off its triangle: a floater
+        a.opacity_logit[0] = 2.0
+    loss = sum(trainer.outside.loss(a, "torch", trainer.bg) for _ in range(8))
+    loss.backward()
+    grad = a.opacity_logit.grad
+    assert float(loss.detach()) > 0 and float(grad[0]) > 0  # less opacity there, less loss
+    # Gaussians on the surface sit inside the silhouette and its margin: (almost) none is pushed.
+    assert float((grad[1:].abs() > 1e-3 * float(grad[0])).float().mean()) < 0.05
+
+
+def test_fit_with_the_outside_term_runs_and_checks_its_settings(subject, tmp_path):
+    base = ["--device", "cpu", "fit", str(subject), "--iters", "20", *SETS, "--set", "preview=false"]
+    ok = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "a"), "--set", "loss.outside=0.5",
+                                  "--set", "loss.outside_size=32"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "b"), "--set", "loss.outside_margin=1.5"])
+    assert bad.exit_code == 2 and "loss.outside" in bad.output and not (tmp_path / "b").exists()
