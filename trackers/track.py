@@ -27,7 +27,7 @@ from gafkit.heads.base import HeadModel
 from gafkit.media import sequence_fps
 from gafkit.render.camera import Cameras
 from gafkit.trackers.config import PreprocessConfig
-from gafkit.trackers.fit import LandmarkFitConfig, LandmarkFitResult, fit_landmarks
+from gafkit.trackers.fit import LANDMARK_GROUPS, LandmarkFitConfig, LandmarkFitResult, fit_landmarks
 from gafkit.trackers.photometric import (
     PhotometricConfig,
     load_frames,
@@ -84,6 +84,8 @@ def _metrics(errors: torch.Tensor, fps: float, failed: list[dict], jitter: float
             "frames_failed": len(failed),
             "landmark_error_mean_px": float(np.mean(err)),
             "landmark_error_p95_px": float(np.percentile(err, 95)),
+            # The iris points alone: how well the tracked gaze follows the eyes (benchmarks/bench_gaze.py).
+            "iris_error_mean_px": float(np.mean(err[:, list(LANDMARK_GROUPS["iris"])])) if err.shape[1] == 478 else None,
             "jitter_mm_per_frame2": jitter,
             "stage_fps": {k: round(fps / v, 2) if v > 0 else None for k, v in timings.items()},
         },

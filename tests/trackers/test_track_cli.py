@@ -26,6 +26,7 @@ def test_track_example_clip(tmp_path):
     metrics = json.loads((out / "tracking.json").read_text())
     assert metrics["summary"]["frames_failed"] == 0
     assert metrics["summary"]["landmark_error_mean_px"] < 2.0  # ~1 px at 128 with the fast preset
+    assert 0 < metrics["summary"]["iris_error_mean_px"] < 1.5  # the gaze follows the eyes (0.4 px here)
     assert len(metrics["per_frame"]) == 8
     assert (out / "overlay.mp4").stat().st_size > 1000
     assert not (out / "frames").exists()
