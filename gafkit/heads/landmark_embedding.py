@@ -210,8 +210,9 @@ def snap_landmarks(points: Float[Tensor, "L 3"], vertices: Float[Tensor, "V 3"],
     bound to the lid does not, which damps the tracked gaze and blinks. With ``eyeball_vertices`` the
     iris points (:data:`IRIS_LANDMARKS`) go to the eyeballs and every other point off them: a point
     whose closest surface is on the wrong side moves along the frontal view ray (+-Z) to the nearest
-    front-facing triangle of its side (:data:`MIN_FACING`), which keeps it where it was seen (an iris point under a lid goes
-    to the eyeball behind it, a lid point to the lid's front edge rather than the margin's underside).
+    front-facing triangle of its side (:data:`MIN_FACING`), which keeps it where it was seen: an iris
+    point under a lid goes to the eyeball behind it, a lid point to the lid's front edge rather than
+    the margin's underside.
     """
     tri, bary = closest_surface_points(points, vertices, faces)
     if eyeball_vertices is None:
