@@ -7,7 +7,7 @@ sequence's cameras and compared with the detections in ``landmarks.npz`` (crop p
 of the 8 iris ring points, of the 468 face points, and the horizontal offset of the two iris centres.
 Gaze proxy per eye: the iris centre relative to the mid-point of the eye corners (33/133, 362/263), in
 eye widths, for detections and for the fit; slope and correlation of fitted on detected (1 and 1 when
-the tracked eyes turn as the detected ones). Per split (train/test). ``--embedding`` takes the landmark
+the tracked eyes turn as the detected ones); the same for the lid gap (blinks). Per split (train/test). ``--embedding`` takes the landmark
 embedding from another ICT asset file (e.g. ``git show REV:gafkit/assets/ict_head.safetensors``), to
 score a sequence tracked with that one. Prints JSON.
 """
@@ -27,6 +27,7 @@ from gafkit.trackers.sequence import load_sequence
 
 RIGHT_IRIS, LEFT_IRIS = [469, 470, 471, 472], [474, 475, 476, 477]
 CORNERS = ((33, 133), (362, 263))
+LIDS = ((159, 145), (386, 374))
 
 
 def gaze(points: torch.Tensor) -> torch.Tensor:
@@ -36,6 +37,15 @@ def gaze(points: torch.Tensor) -> torch.Tensor:
         mid = (points[:, a] + points[:, b]) / 2
         width = (points[:, b] - points[:, a]).norm(dim=-1, keepdim=True)
         out.append((points[:, iris].mean(1) - mid) / width)
+    return torch.stack(out, 1)
+
+
+def openness(points: torch.Tensor) -> torch.Tensor:
+    """[N, 478, 2] pixels -> [N, 2 eyes] lid gap (upper 159/386 to lower 145/374) in eye widths: blinks."""
+    out = []
+    for (up, low), (a, b) in zip(LIDS, CORNERS):
+        width = (points[:, b] - points[:, a]).norm(dim=-1)
+        out.append((points[:, up] - points[:, low]).norm(dim=-1) / width)
     return torch.stack(out, 1)
 
 
@@ -84,6 +94,7 @@ def main() -> None:
             "iris_centre_abs_dx_px": float(centre_dx.abs().mean()),
             "gaze_x": fit_line(gd[..., 0], gf[..., 0]),
             "gaze_y": fit_line(gd[..., 1], gf[..., 1]),
+            "eye_openness": fit_line(openness(d), openness(f)),
         }
     print(json.dumps(result, indent=1))
 

@@ -40,6 +40,7 @@ def test_bench_gaze_scores_true_and_frozen_eyes(tmp_path):
     exact = _run(str(subject))["train"]
     assert exact["iris_error_px"] < 1e-3 and exact["face_error_px"] < 1e-3
     assert abs(exact["gaze_x"]["slope"] - 1) < 1e-3 and exact["gaze_x"]["corr"] > 0.999
+    assert abs(exact["eye_openness"]["slope"] - 1) < 1e-3
 
     frozen = HeadParams(**{k: v.clone() for k, v in seq.params.tensors().items()})
     frozen.eyes.zero_()
