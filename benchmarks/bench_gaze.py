@@ -25,7 +25,8 @@ from gafkit.heads.base import HeadParams, LandmarkEmbedding
 from gafkit.trackers.fit import LANDMARK_GROUPS
 from gafkit.trackers.sequence import load_sequence
 
-RIGHT_IRIS, LEFT_IRIS = [469, 470, 471, 472], [474, 475, 476, 477]
+IRIS = list(LANDMARK_GROUPS["iris"])  # the two rings: right eye's four points, then the left's
+RIGHT_IRIS, LEFT_IRIS = IRIS[:4], IRIS[4:]
 CORNERS = ((33, 133), (362, 263))
 LIDS = ((159, 145), (386, 374))
 
@@ -78,7 +79,6 @@ def main() -> None:
         for s in range(0, len(valid), 64):
             ids = torch.arange(s, min(s + 64, len(valid)))
             uv[ids] = seq.cameras[ids].project(model.landmark_points(model(params[ids])))[0]
-    iris = list(LANDMARK_GROUPS["iris"])
     result = {"tracked": args.tracked, "params": args.params or "sequence", "embedding": args.embedding or "packaged"}
     for split, frames in seq.splits.items():
         ids = torch.tensor([i for i in frames if valid[i]], dtype=torch.long)
@@ -89,7 +89,7 @@ def main() -> None:
         gd, gf = gaze(d), gaze(f)
         result[split] = {
             "frames": len(ids),
-            "iris_error_px": float((f[:, iris] - d[:, iris]).norm(dim=-1).mean()),
+            "iris_error_px": float((f[:, IRIS] - d[:, IRIS]).norm(dim=-1).mean()),
             "face_error_px": float((f[:, :468] - d[:, :468]).norm(dim=-1).mean()),
             "iris_centre_abs_dx_px": float(centre_dx.abs().mean()),
             "gaze_x": fit_line(gd[..., 0], gf[..., 0]),

@@ -190,7 +190,7 @@ class Trainer:
         if cfg.refine_tracking and cfg.loss.tracking_reg > 0:
             loss = loss + cfg.loss.tracking_reg * self.offsets.penalty(index)
         if self.outside is not None:
-            loss = loss + cfg.loss.outside * self.outside.loss(self.avatar, cfg.backend, self.bg)
+            loss = loss + cfg.loss.outside * self.outside.loss(self.avatar, cfg.backend)
         pseudo = self.pseudo if self.pseudo is not None and self.pseudo.active(self.iteration) else None
         if pseudo is not None:
             if pseudo.due(self.iteration):

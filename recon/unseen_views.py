@@ -42,13 +42,12 @@ class OutsideOpacity:
         self.size, self.pitch_deg, self.gen = size, pitch_deg, generator
         self.margin_px = max(1, round(margin * size))
 
-    def loss(self, avatar: GaussianAvatar, backend: str, bg: Tensor) -> Tensor:
+    def loss(self, avatar: GaussianAvatar, backend: str) -> Tensor:
         frame = self.train_ids[int(torch.randint(len(self.train_ids), (1,), generator=self.gen))]
         yaw, pitch = sample_orbit(1, self.gen, pitch_deg=self.pitch_deg)
         params = self.params[frame]
         cams, verts = frame_orbit(self.model, params, self.cameras[frame], yaw, pitch, self.size)
-        cams = cams.to(verts.device)
         with torch.no_grad():
             silhouette = rasterize_mesh(verts[None], self.model.faces, cams).mask
-        alpha = render_avatar(avatar, self.model, params, cams, bg=bg, sh_degree=0, backend=backend).alpha
+        alpha = render_avatar(avatar, self.model, params, cams, sh_degree=0, backend=backend).alpha
         return outside_opacity(alpha, silhouette, self.margin_px)

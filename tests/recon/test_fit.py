@@ -250,7 +250,7 @@ def test_outside_opacity_pulls_down_floaters_only(subject):
     with torch.no_grad():
         a.xyz[0] = torch.tensor([0.0, 0.0, 8.0])  # 8 triangle sizes (centimetres) off its triangle: a floater
         a.opacity_logit[0] = 2.0
-    loss = sum(trainer.outside.loss(a, "torch", trainer.bg) for _ in range(8))
+    loss = sum(trainer.outside.loss(a, "torch") for _ in range(8))
     loss.backward()
     grad = a.opacity_logit.grad
     assert float(loss.detach()) > 0 and float(grad[0]) > 0  # less opacity there, less loss
