@@ -5,7 +5,7 @@
 A CPU tracks the real clips in about a minute each but stage 6 wants a GPU (it is off on a CPU by
 default); the GPU machine lacks mediapipe and PyAV. So the benchmarks track here and refine there: this
 loads TRACKED (its detected landmarks from ``landmarks.npz``, the valid rows in order), runs
-:func:`refine_photometric` with the sequence's own ``photometric`` settings (``config.yaml``) plus any
+:func:`refine_photometric` with the sequence's own ``photometric`` settings (its ``config.yaml``, when a tracking run wrote it) plus any
 ``--set``, and rewrites the parameter files and ``tracking.json``'s ``photometric`` section in place,
 as a tracking run with ``--photometric`` would have written them.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gafkit.config import build_config, load_config_file
+from gafkit.config import build_config, merge, read_config_file
 from gafkit.heads import load_head_model
 from gafkit.trackers.photometric import load_frames, refine_photometric
 from gafkit.trackers.sequence import load_sequence, write_sequence
@@ -30,7 +30,10 @@ from gafkit.trackers.track import TrackConfig
 def refine_tracked(root: Path, overrides: list[str], device: str) -> dict:
     """Refine ``root`` in place; returns tracking.json's new ``photometric`` section."""
     seq = load_sequence(root)
-    cfg = build_config(load_config_file(TrackConfig, root / "config.yaml"), sets=overrides)
+    # A synthetic subject's config.yaml is a SynthConfig: only a tracking run's photometric section is taken.
+    raw = read_config_file(root / "config.yaml") if (root / "config.yaml").is_file() else {}
+    base = merge(TrackConfig(), {"photometric": raw["photometric"]}) if "photometric" in raw else TrackConfig()
+    cfg = build_config(base, sets=overrides)
     model = load_head_model(seq.head_model, cfg.flame_model)
     with np.load(root / "landmarks.npz") as data:
         landmarks = torch.from_numpy(data["landmarks"][data["valid"].astype(bool), :, :2].astype(np.float32))
@@ -46,10 +49,11 @@ def refine_tracked(root: Path, overrides: list[str], device: str) -> dict:
                    mask_files=[str(p.relative_to(root)) for p in seq.masks], frames=seq.frames, splits=seq.splits,
                    model=model)
     section = {"seconds": round(seconds, 3), **refined.metrics}
-    tracking = json.loads((root / "tracking.json").read_text(encoding="utf-8"))
+    path = root / "tracking.json"
+    tracking = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     tracking["photometric"] = section
     tracking.setdefault("summary", {})["photometric"] = True
-    (root / "tracking.json").write_text(json.dumps(tracking, indent=1), encoding="utf-8")
+    path.write_text(json.dumps(tracking, indent=1), encoding="utf-8")
     return section
 
 

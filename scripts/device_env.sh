@@ -6,7 +6,7 @@
 # its prebuilt tarball is carried. Carried, git-ignored inputs (see docs/DEVICE.md):
 #   .gpu/gsplat_py/gsplat (the wheel's Python files) or .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl,
 #   .gpu/gsplat/prebuilt/{gsplat_cuda.so or gsplat_cuda.so.xz,csrc.py},
-#   .gpu/nvdiffrast/nvdr.tgz (optional),
+#   .gpu/nvdiffrast/nvdr.txz or nvdr.tgz (optional; the built extension stripped, 0.8 MB as .txz),
 #   .gpu/diffusers/*.whl (diffusers + importlib_metadata + zipp wheels; the prior needs them)
 set -e
 for pkg in recon trackers diffusion; do ln -sfn "../$pkg" "gafkit/$pkg"; done
@@ -31,8 +31,10 @@ if ls .gpu/diffusers/*.whl >/dev/null 2>&1 && [ ! -d "$SITE/diffusers" ]; then
   # diffusers is pure Python; the image has its other dependencies.
   python -m pip install -q --no-deps --target "$SITE" .gpu/diffusers/*.whl
 fi
-if [ -f .gpu/nvdiffrast/nvdr.tgz ] && [ ! -d /tmp/nvdr ]; then
-  tar -xzf .gpu/nvdiffrast/nvdr.tgz -C /tmp
-fi
+for nvdr in .gpu/nvdiffrast/nvdr.txz .gpu/nvdiffrast/nvdr.tgz; do
+  if [ -f "$nvdr" ] && [ ! -d /tmp/nvdr ]; then
+    tar -xf "$nvdr" -C /tmp
+  fi
+done
 export PYTHONPATH="$PWD:$SITE:/tmp/nvdr${PYTHONPATH:+:$PYTHONPATH}"
 set +e
