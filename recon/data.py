@@ -30,11 +30,14 @@ class FrameSet:
         images: [N, H, W, 3] uint8
         masks:  [N, H, W, 1] uint8 (255 = foreground)
         cameras: N cameras for H x W images
+        foreground: [N, H, W, 3] uint8 or None: the images' foreground colour at the mask's soft edge
+            (:meth:`add_foreground`)
     """
 
     images: UInt8[Tensor, "N H W 3"]
     masks: UInt8[Tensor, "N H W 1"]
     cameras: Cameras
+    foreground: UInt8[Tensor, "N H W 3"] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -44,12 +47,28 @@ class FrameSet:
         """(height, width)"""
         return self.images.shape[1], self.images.shape[2]
 
-    def target(self, index: int | Tensor, bg: Float[Tensor, " 3"]) -> tuple[Float[Tensor, "B H W 3"], Float[Tensor, "B H W 1"]]:
-        """Frames ``index`` as float RGB over ``bg``, and their masks in 0..1."""
+    def add_foreground(self, chunk: int = 16) -> None:
+        """Estimate every frame's foreground colour (:func:`gafkit.recon.foreground.estimate_foreground`)."""
+        from gafkit.recon.foreground import estimate_foreground
+
+        out = torch.empty_like(self.images)
+        for a in range(0, len(self), chunk):
+            rgb = self.images[a:a + chunk].permute(0, 3, 1, 2).float() / 255
+            alpha = self.masks[a:a + chunk].permute(0, 3, 1, 2).float() / 255
+            fg = estimate_foreground(rgb, alpha)
+            out[a:a + chunk] = fg.mul(255).round().byte().permute(0, 2, 3, 1)
+        self.foreground = out
+
+    def target(self, index: int | Tensor, bg: Float[Tensor, " 3"], *, foreground: bool = False
+               ) -> tuple[Float[Tensor, "B H W 3"], Float[Tensor, "B H W 1"]]:
+        """Frames ``index`` as float RGB over ``bg``, and their masks in 0..1. With ``foreground`` the
+        estimated foreground colour (:meth:`add_foreground`) is composited instead of the frame."""
         if isinstance(index, int):
             index = torch.tensor([index])
         index = index.to(self.images.device)
-        rgb = self.images[index].float() / 255
+        if foreground and self.foreground is None:
+            raise ValueError("FrameSet.target(foreground=True) needs add_foreground() first")
+        rgb = (self.foreground if foreground else self.images)[index].float() / 255
         mask = self.masks[index].float() / 255
         return rgb * mask + bg.to(rgb) * (1 - mask), mask
 

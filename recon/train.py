@@ -89,6 +89,8 @@ class Trainer:
 
     def __init__(self, cfg: FitConfig, model: HeadModel, seq: TrackedSequence, frames: FrameSet, device: torch.device):
         self.cfg, self.model, self.seq, self.frames, self.device = cfg, model, seq, frames, device
+        if cfg.foreground_colour and frames.foreground is None:
+            frames.add_foreground()
         self.base = seq.params.to(device)
         self.train_ids = list(seq.splits["train"])
         self.bg = torch.tensor(BACKGROUNDS[cfg.background], device=device)
@@ -175,7 +177,7 @@ class Trainer:
                             sh_degree=active_sh, backend=cfg.backend)
         if out.means2d.requires_grad:
             out.means2d.retain_grad()
-        gt, mask = self.frames.target(index, self.bg)
+        gt, mask = self.frames.target(index, self.bg, foreground=cfg.foreground_colour)
         rgb = out.rgb
         loss, l1 = photometric_loss(rgb, gt, cfg.loss.ssim)
         if cfg.loss.alpha > 0:
