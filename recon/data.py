@@ -47,7 +47,7 @@ class FrameSet:
         """(height, width)"""
         return self.images.shape[1], self.images.shape[2]
 
-    def add_foreground(self, chunk: int = 16) -> None:
+    def add_foreground(self, chunk: int = 4) -> None:
         """Estimate every frame's foreground colour (:func:`gafkit.recon.foreground.estimate_foreground`)."""
         from gafkit.recon.foreground import estimate_foreground
 

@@ -55,7 +55,7 @@ def test_outside_opacity_on_gsplat_matches_the_torch_renderer(tmp_path):
     if not (subject / "manifest.json").is_file():
         run_synth(SynthConfig(frames=24, size=128), subject)
     seq = load_sequence(subject)
-    frames = load_frames(seq.images, seq.masks, seq.cameras)
+    frames = load_frames(seq.images, seq.masks, seq.cameras, device="cuda")
     cfg = FitConfig(iters=10, preview=False, backend="gsplat")
     cfg.loss.outside, cfg.loss.outside_size = 1.0, 64
     trainer = train_mod.Trainer(cfg, load_head_model(seq.head_model), seq, frames, torch.device("cuda"))
