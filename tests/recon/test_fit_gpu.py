@@ -58,7 +58,8 @@ def test_outside_opacity_on_gsplat_matches_the_torch_renderer(tmp_path):
     frames = load_frames(seq.images, seq.masks, seq.cameras, device="cuda")
     cfg = FitConfig(iters=10, preview=False, backend="gsplat")
     cfg.loss.outside, cfg.loss.outside_size = 1.0, 64
-    trainer = train_mod.Trainer(cfg, load_head_model(seq.head_model), seq, frames, torch.device("cuda"))
+    model = load_head_model(seq.head_model).to("cuda")  # run_fit moves it; the Trainer expects it there
+    trainer = train_mod.Trainer(cfg, model, seq, frames, torch.device("cuda"))
     a = trainer.avatar
     with torch.no_grad():
         a.xyz[0] = torch.tensor([0.0, 0.0, 8.0], device="cuda")  # a floater 8 triangle sizes off its triangle
