@@ -133,7 +133,8 @@ def _poisoned(step, after: int):
         calls["n"] += 1
         if calls["n"] == after + 1:
             original = self.frames.target
-            self.frames.target = lambda index, bg: (original(index, bg)[0] * float("nan"), original(index, bg)[1])
+            self.frames.target = lambda index, bg, **kw: (original(index, bg, **kw)[0] * float("nan"),
+                                                          original(index, bg, **kw)[1])
         return step(self)
 
     return poisoned
