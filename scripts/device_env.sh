@@ -5,7 +5,8 @@
 # carried wheel and loads its prebuilt CUDA extension (no 80 s JIT build), and unpacks nvdiffrast when
 # its prebuilt tarball is carried. Carried, git-ignored inputs (see docs/DEVICE.md):
 #   .gpu/gsplat_py/gsplat (the wheel's Python files) or .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl,
-#   .gpu/gsplat/prebuilt/{gsplat_cuda.so or gsplat_cuda.so.xz,csrc.py},
+#   .gpu/gsplat/prebuilt/gsplat_cuda.so or gsplat_cuda.so.xz (docs/DEVICE.md, "Rebuilding the kit"; the
+#   loader gsplat imports in place of its JIT build is scripts/gsplat_csrc.py),
 #   .gpu/nvdiffrast/nvdr.txz or nvdr.tgz (optional; the built extension stripped, 0.8 MB as .txz),
 #   .gpu/diffusers/*.whl (diffusers + importlib_metadata + zipp wheels; the prior needs them)
 set -e
@@ -19,12 +20,12 @@ elif [ -f .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl ] && [ ! -d "$SITE/gsplat" ]
   python -m pip install -q --no-deps --target "$SITE" .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl
 fi
 if [ -f .gpu/gsplat/prebuilt/gsplat_cuda.so ]; then
-  cp .gpu/gsplat/prebuilt/csrc.py "$SITE/gsplat/csrc.py"
+  cp scripts/gsplat_csrc.py "$SITE/gsplat/csrc.py"
   export GSPLAT_PREBUILT="$PWD/.gpu/gsplat/prebuilt/gsplat_cuda.so"
 elif [ -f .gpu/gsplat/prebuilt/gsplat_cuda.so.xz ]; then
   # xz shrinks the 16 MB extension to 2 MB of the 64 MiB that may travel.
   [ -f /tmp/gsplat_cuda.so ] || python -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.gpu/gsplat/prebuilt/gsplat_cuda.so.xz'), open('/tmp/gsplat_cuda.so', 'wb'))"
-  cp .gpu/gsplat/prebuilt/csrc.py "$SITE/gsplat/csrc.py"
+  cp scripts/gsplat_csrc.py "$SITE/gsplat/csrc.py"
   export GSPLAT_PREBUILT=/tmp/gsplat_cuda.so
 fi
 if ls .gpu/diffusers/*.whl >/dev/null 2>&1 && [ ! -d "$SITE/diffusers" ]; then
