@@ -7,7 +7,7 @@ when the avatar turns or is put on another background. Estimating ``F`` and comp
 (1 - a) bg`` instead removes it. The estimate is blur fusion (Forte and Pitie, "Approximate Fast
 Foreground Colour Estimation", ICIP 2021): local alpha-weighted means of foreground and background, then
 the matting equation solved for ``F`` around them, once coarse and once fine. Box filters only (summed
-area tables), so a 512x512 frame costs a few milliseconds on any device.
+area sums): 84 ms per 512x512 frame on one thread of this 2-core CPU while it ran a fit.
 """
 
 from __future__ import annotations
@@ -21,21 +21,25 @@ RADII_AT_1024 = (90, 6)
 """The paper's two passes (coarse, fine), in pixels for a 1024-pixel image; scaled with the image."""
 
 
+def _window_sum(x: Tensor, radius: int, dim: int) -> Tensor:
+    """Sum over ``[i - radius, i + radius]`` along ``dim`` (clipped at the ends) from one cumulative sum:
+    padding the running total with its first and last values makes every window two slices apart."""
+    n = x.shape[dim]
+    total = F.pad(x.movedim(dim, -1), (1, 0)).cumsum(-1)  # [..., n + 1], total[k] = sum of x[:k]
+    total = torch.cat([total[..., :1].expand(*total.shape[:-1], radius), total,
+                       total[..., -1:].expand(*total.shape[:-1], radius)], -1)
+    return (total[..., 2 * radius + 1:n + 2 * radius + 1] - total[..., :n]).movedim(-1, dim)
+
+
 def box_mean(x: Float[Tensor, "B C H W"], radius: int) -> Float[Tensor, "B C H W"]:
-    """Mean over the (2 radius + 1)^2 window, the window clipped at the border (a summed-area table)."""
+    """Mean over the (2 radius + 1)^2 window, the window clipped at the border (summed-area sums)."""
     if radius < 1:
         return x
-    b, c, h, w = x.shape
-    ones = torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device)
-    both = torch.cat([x, ones.expand(b, 1, h, w)], 1)
-    table = F.pad(both, (1, 0, 1, 0)).cumsum(-1).cumsum(-2)
-    y0 = torch.arange(h, device=x.device).sub(radius).clamp(0, h)
-    y1 = torch.arange(h, device=x.device).add(radius + 1).clamp(0, h)
-    x0 = torch.arange(w, device=x.device).sub(radius).clamp(0, w)
-    x1 = torch.arange(w, device=x.device).add(radius + 1).clamp(0, w)
-    rows1, rows0 = table[:, :, y1], table[:, :, y0]
-    s = rows1[..., x1] - rows1[..., x0] - rows0[..., x1] + rows0[..., x0]
-    return s[:, :c] / s[:, c:]
+    h, w = x.shape[-2:]
+    sums = _window_sum(_window_sum(x, radius, -2), radius, -1)
+    rows = _window_sum(torch.ones(h, 1, dtype=x.dtype, device=x.device), radius, 0)
+    cols = _window_sum(torch.ones(1, w, dtype=x.dtype, device=x.device), radius, 1)
+    return sums / (rows * cols)
 
 
 def _fuse(image: Tensor, fg: Tensor, bg: Tensor, alpha: Tensor, radius: int) -> tuple[Tensor, Tensor]:
