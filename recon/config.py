@@ -154,8 +154,8 @@ class FitConfig:
     :mod:`gafkit.recon.foreground`) instead of the frame's pixels, which hold part of the room there.
     Evaluation always scores against the frame composited by its mask, as the literature does. On by
     default: on d20 (default preset, two seeds, H100 and H200) held-out masked PSNR rose by 1.26 and
-    0.30 dB and the mask interior by 1.6 and 0.65 dB; on d12 it changed nothing (benchmarks/RESULTS.md,
-    "Session 6")."""
+    0.30 dB and the mask interior by 1.6 and 0.65 dB; on d12 it changed nothing; a small CPU fit of s18
+    gained 0.6 dB masked (benchmarks/RESULTS.md, "Session 6")."""
     refine_tracking: bool = False
     """Jointly refine the per-frame expression, jaw, eyes and head pose of the training frames. Off by
     default: on d20 (fast preset, H200) it lowered held-out masked PSNR from 21.87 to 20.52 dB
