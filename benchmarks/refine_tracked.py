@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from gafkit.config import build_config, merge, read_config_file
+from gafkit.errors import GafkitError, InputError
 from gafkit.heads import load_head_model
 from gafkit.trackers.photometric import load_frames, refine_photometric
 from gafkit.trackers.sequence import load_sequence, write_sequence
@@ -32,13 +33,14 @@ def refine_tracked(root: Path, overrides: list[str], device: str) -> dict:
     seq = load_sequence(root)
     # A synthetic subject's config.yaml is a SynthConfig: only a tracking run's photometric section is taken.
     raw = read_config_file(root / "config.yaml") if (root / "config.yaml").is_file() else {}
-    base = merge(TrackConfig(), {"photometric": raw["photometric"]}) if "photometric" in raw else TrackConfig()
-    cfg = build_config(base, sets=overrides)
+    cfg = build_config(merge(TrackConfig(), {"photometric": raw.get("photometric", {})}), sets=overrides)
     model = load_head_model(seq.head_model, cfg.flame_model)
+    if not (root / "landmarks.npz").is_file():
+        raise InputError(root, "no landmarks.npz (stage 6 needs the tracker's detections)")
     with np.load(root / "landmarks.npz") as data:
         landmarks = torch.from_numpy(data["landmarks"][data["valid"].astype(bool), :, :2].astype(np.float32))
     if len(landmarks) != len(seq):
-        raise SystemExit(f"{root}: {len(landmarks)} valid landmark rows but {len(seq)} tracked frames")
+        raise InputError(root, f"{len(landmarks)} valid landmark rows but {len(seq)} tracked frames")
     start = time.perf_counter()
     images, masks = load_frames(seq.images, seq.masks, cfg.photometric.render_size)
     refined = refine_photometric(model, seq.params, seq.cameras, images, masks, landmarks, cfg.photometric,
@@ -63,7 +65,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    section = refine_tracked(args.tracked, args.overrides, args.device)
+    try:
+        section = refine_tracked(args.tracked, args.overrides, args.device)
+    except GafkitError as err:  # bad input: one line, no traceback, nothing rewritten
+        raise SystemExit(f"error: {err}") from None
     print(json.dumps({k: v for k, v in section.items() if not k.startswith("per_frame")}, indent=1))
 
 

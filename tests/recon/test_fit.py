@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from fit_setup import make_trainer
 from typer.testing import CliRunner
 
 from gafkit.cli import app
@@ -217,15 +218,9 @@ def test_refine_tracking_moves_only_training_frames(subject, tmp_path):
 
 
 def test_learning_rates_decay_to_their_final_values(subject):
-    from gafkit.heads import load_head_model
-    from gafkit.recon.data import load_frames
-    from gafkit.trackers.sequence import load_sequence
-
-    seq = load_sequence(subject)
-    frames = load_frames(seq.images, seq.masks, seq.cameras)
     cfg = small_config(iters=100)
     cfg.lr.final_factor = 0.1
-    trainer = train_mod.Trainer(cfg, load_head_model(seq.head_model), seq, frames, torch.device("cpu"))
+    trainer = make_trainer(subject, cfg)
     rates = {}
     for it in (0, 50, 100):
         trainer.iteration = it
@@ -238,15 +233,9 @@ def test_learning_rates_decay_to_their_final_values(subject):
 
 
 def test_outside_opacity_pulls_down_floaters_only(subject):
-    from gafkit.heads import load_head_model
-    from gafkit.recon.data import load_frames
-    from gafkit.trackers.sequence import load_sequence
-
-    seq = load_sequence(subject)
-    frames = load_frames(seq.images, seq.masks, seq.cameras)
     cfg = small_config()
     cfg.loss.outside, cfg.loss.outside_size = 1.0, 48
-    trainer = train_mod.Trainer(cfg, load_head_model(seq.head_model), seq, frames, torch.device("cpu"))
+    trainer = make_trainer(subject, cfg)
     a = trainer.avatar
     with torch.no_grad():
         a.xyz[0] = torch.tensor([0.0, 0.0, 8.0])  # 8 triangle sizes (centimetres) off its triangle: a floater
@@ -269,16 +258,13 @@ def test_fit_with_the_outside_term_runs_and_checks_its_settings(subject, tmp_pat
 
 
 def test_foreground_colour_trains_on_the_estimate_and_scores_on_the_frame(subject):
-    from gafkit.heads import load_head_model
-    from gafkit.recon.data import FrameSet, load_frames
+    from gafkit.recon.data import FrameSet
     from gafkit.recon.evaluate import evaluate_frames
-    from gafkit.trackers.sequence import load_sequence
 
-    seq = load_sequence(subject)
-    frames = load_frames(seq.images, seq.masks, seq.cameras)
     cfg = small_config()
     cfg.foreground_colour = True
-    trainer = train_mod.Trainer(cfg, load_head_model(seq.head_model), seq, frames, torch.device("cpu"))
+    trainer = make_trainer(subject, cfg)
+    seq, frames = trainer.seq, trainer.frames
     assert frames.foreground is not None and frames.foreground.shape == frames.images.shape
     trainer.step()
     # Evaluation composites the frame itself, so scores stay comparable with fits that train on it.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fit_setup import make_trainer
 
 from gafkit.recon.avatar import render_avatar
 from gafkit.recon.config import FitConfig
@@ -20,14 +21,19 @@ from gafkit.synth.generate import run_synth
 pytestmark = pytest.mark.gpu
 
 
-def test_gsplat_fit_learns_and_matches_the_torch_renderer(tmp_path):
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory) -> Path:
     # The GPU machine has no mediapipe (procedural synth appearance uses its landmark tables): a subject
     # made elsewhere with the same settings can be passed in.
-    subject = Path(os.environ.get("GAFKIT_GPU_SUBJECT", tmp_path / "subject"))
+    subject = Path(os.environ.get("GAFKIT_GPU_SUBJECT", tmp_path_factory.mktemp("gpu") / "subject"))
     if not (subject / "manifest.json").is_file():
         cfg = SynthConfig(frames=24, size=128)
         cfg.novel.every = 12
         run_synth(cfg, subject)
+    return subject
+
+
+def test_gsplat_fit_learns_and_matches_the_torch_renderer(subject, tmp_path):
     fit = FitConfig(iters=600, eval_every=600, preview=False, backend="gsplat")
     run_fit(fit, subject, tmp_path / "avatar", device="cuda")
     metrics = json.loads((tmp_path / "avatar" / "metrics.json").read_text())
@@ -43,23 +49,12 @@ def test_gsplat_fit_learns_and_matches_the_torch_renderer(tmp_path):
     assert psnr(a, b) > 45
 
 
-def test_outside_opacity_on_gsplat_matches_the_torch_renderer(tmp_path):
+def test_outside_opacity_on_gsplat_matches_the_torch_renderer(subject):
     # loss.outside renders opacity at random orbit views; on the GPU that goes through gsplat, whose alpha
     # must agree with the reference renderer's and push a floater's opacity down as on the CPU.
-    from gafkit.heads import load_head_model
-    from gafkit.recon import train as train_mod
-    from gafkit.recon.data import load_frames
-    from gafkit.trackers.sequence import load_sequence
-
-    subject = Path(os.environ.get("GAFKIT_GPU_SUBJECT", tmp_path / "subject"))
-    if not (subject / "manifest.json").is_file():
-        run_synth(SynthConfig(frames=24, size=128), subject)
-    seq = load_sequence(subject)
-    frames = load_frames(seq.images, seq.masks, seq.cameras, device="cuda")
     cfg = FitConfig(iters=10, preview=False, backend="gsplat")
     cfg.loss.outside, cfg.loss.outside_size = 1.0, 64
-    model = load_head_model(seq.head_model).to("cuda")  # run_fit moves it; the Trainer expects it there
-    trainer = train_mod.Trainer(cfg, model, seq, frames, torch.device("cuda"))
+    trainer = make_trainer(subject, cfg, "cuda")
     a = trainer.avatar
     with torch.no_grad():
         a.xyz[0] = torch.tensor([0.0, 0.0, 8.0], device="cuda")  # a floater 8 triangle sizes off its triangle
