@@ -130,6 +130,11 @@ class PriorGuidanceConfig:
     min_yaw_deg: float = 0.0
     """Sampled yaws keep at least this far from the front on either side: the frames already show the
     front, and pseudo views there compete with them."""
+    seen_cos: float = 0.0
+    """Leave to the frames what they saw: a pseudo-view pixel on a triangle that a training frame saw
+    at a view cosine of at least this counts 0, falling linearly to 1 for triangles never seen and
+    pixels off the mesh (:mod:`gafkit.recon.seen_surface`). 0 = the prior supervises every pixel
+    (GAF)."""
     color_affine: bool = True
     """A per-view affine colour transform absorbs colour disagreements between pseudo views."""
     affine_lr: float = 1e-3

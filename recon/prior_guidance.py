@@ -31,6 +31,7 @@ from gafkit.recon.config import PriorGuidanceConfig
 from gafkit.recon.data import FrameSet
 from gafkit.recon.metrics import photometric_loss
 from gafkit.render.camera import Cameras
+from gafkit.render.mesh import rasterize_mesh
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -86,6 +87,8 @@ class PseudoBatch:
     iteration: int
     cameras: Cameras | None = dataclasses.field(default=None, repr=False)
     """The V cameras (derived from frame, yaw and pitch; not checkpointed)."""
+    weight: Tensor | None = dataclasses.field(default=None, repr=False)
+    """[V, 1, S, S] per-pixel weight of the pseudo views (``prior.seen_cos``; derived, not checkpointed)."""
 
 
 class PseudoViews:
@@ -105,6 +108,11 @@ class PseudoViews:
         self.batch: PseudoBatch | None = None
         self.affine_opt: torch.optim.Optimizer | None = None
         self.bg = torch.tensor(WHITE, device=device)
+        self.seen = None
+        if cfg.seen_cos > 0:
+            from gafkit.recon.seen_surface import seen_faces
+
+            self.seen = seen_faces(model, params, frames.cameras, train_ids)
         self.generate_time = 0.0
         self.generations = 0
 
@@ -133,6 +141,14 @@ class PseudoViews:
         cams, verts = frame_orbit(self.model, params, self.frames.cameras[frame], yaw, pitch, self.size)
         return cams.to(self.device), verts, params
 
+    def _weight(self, cams: Cameras, verts: Tensor) -> Tensor | None:
+        if self.seen is None:
+            return None
+        from gafkit.recon.seen_surface import unseen_weight
+
+        tri = rasterize_mesh(verts.expand(len(cams), -1, -1), self.model.faces, cams).tri_id
+        return unseen_weight(self.seen, tri, self.cfg.seen_cos).to(self.device)
+
     @torch.no_grad()
     def regenerate(self, avatar: GaussianAvatar, iteration: int, backend: str, sh_degree: int) -> PseudoBatch:
         """Render the avatar at freshly sampled cameras and turn the renders into pseudo ground truth."""
@@ -152,7 +168,8 @@ class PseudoViews:
             self.reference[None].to(self.prior.device), strength, num_inference_steps=self.cfg.steps,
             guidance_scale=self.cfg.guidance_scale, generator=self.prior_gen)[0].to(self.device)
         affine = torch.eye(3, 4, device=self.device).repeat(self.cfg.views, 1, 1)
-        self.batch = PseudoBatch(frame, yaw, pitch, targets, affine, strength, iteration, cams)
+        self.batch = PseudoBatch(frame, yaw, pitch, targets, affine, strength, iteration, cams,
+                                 self._weight(cams, verts))
         self._track_affine()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -172,7 +189,12 @@ class PseudoViews:
         if self.cfg.color_affine:
             a = b.affine[v]
             rgb = rgb @ a[:, :3].T + a[:, 3]
-        loss, _ = photometric_loss(rgb, b.targets[v].permute(1, 2, 0)[None], ssim_weight)
+        target = b.targets[v].permute(1, 2, 0)[None]
+        if b.weight is not None:
+            # Where the frames saw the surface the target is the render itself: no pull either way.
+            w = b.weight[v].permute(1, 2, 0)[None]
+            target = w * target + (1 - w) * rgb.detach()
+        loss, _ = photometric_loss(rgb, target, ssim_weight)
         if self.cfg.color_affine:
             loss = loss + self.cfg.affine_reg * (b.affine[v] - torch.eye(3, 4, device=rgb.device)).square().sum()
         return self.cfg.weight * loss
@@ -208,9 +230,10 @@ class PseudoViews:
         b = state["batch"]
         self.batch = None
         if b is not None:
-            cams, _, _ = self._cameras(b["frame"], b["yaw"], b["pitch"])
+            cams, verts, _ = self._cameras(b["frame"], b["yaw"], b["pitch"])
             self.batch = PseudoBatch(**{**b, "targets": b["targets"].to(self.device),
-                                        "affine": b["affine"].to(self.device)}, cameras=cams)
+                                        "affine": b["affine"].to(self.device)}, cameras=cams,
+                                     weight=self._weight(cams, verts))
             self._track_affine(state["affine_opt"])
 
 

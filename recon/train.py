@@ -298,6 +298,8 @@ def _check_settings(cfg: FitConfig) -> None:
         raise ConfigError(f"lr.final_factor: {cfg.lr.final_factor!r} must be > 0 (1 keeps the rates constant)")
     if not 0 <= cfg.prior.min_yaw_deg < 180:
         raise ConfigError(f"prior.min_yaw_deg: {cfg.prior.min_yaw_deg!r} must be in [0, 180)")
+    if not 0 <= cfg.prior.seen_cos <= 1:
+        raise ConfigError(f"prior.seen_cos: {cfg.prior.seen_cos!r} must be in [0, 1] (0 turns it off)")
     if cfg.loss.outside < 0 or not 0 <= cfg.loss.outside_margin < 1 or cfg.loss.outside_size < 8:
         raise ConfigError(f"loss.outside {cfg.loss.outside!r}, outside_margin {cfg.loss.outside_margin!r}, "
                           f"outside_size {cfg.loss.outside_size!r}: need >= 0, [0, 1) and >= 8 pixels")

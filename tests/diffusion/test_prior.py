@@ -272,6 +272,45 @@ def test_fit_with_the_prior_generates_pseudo_views_and_resumes_identically(train
     assert bad.exit_code == 2 and "nowhere" in bad.output and not (tmp_path / "c").exists()
 
 
+def test_pseudo_views_leave_what_the_frames_saw_to_the_frames(trained, subject):
+    from fit_setup import make_trainer
+
+    from gafkit.recon.config import FitConfig
+    from gafkit.render.mesh import rasterize_mesh
+
+    cfg = FitConfig(iters=4, eval_every=0, preview=False)
+    cfg.init.max_gaussians = 300
+    cfg.prior.path, cfg.prior.views, cfg.prior.steps, cfg.prior.seen_cos = str(trained), V, 2, 0.5
+    trainer = make_trainer(subject, cfg)
+    pseudo = trainer.pseudo
+    cams, verts, _ = pseudo._cameras(pseudo.ref_frame, torch.tensor([0.0, 180.0]), torch.zeros(2))
+    w = pseudo._weight(cams, verts)[:, 0]
+    on = rasterize_mesh(verts.expand(2, -1, -1), trainer.model.faces, cams).mask
+    assert w.shape == (2, S, S) and (w[~on] == 1).all()
+    # The synthetic subject's frames face the camera: the face is theirs, the back of the head the prior's.
+    assert w[0][on[0]].mean() < 0.3 and w[1][on[1]].mean() > 0.75
+
+    def loss(weight):
+        pseudo.batch.weight = weight
+        trainer.avatar.xyz.grad = None
+        out = pseudo.loss(trainer.avatar, 0, cfg.backend, 0, cfg.loss.ssim)
+        out.backward()
+        return float(out.detach()), trainer.avatar.xyz.grad.abs().sum()
+
+    batch = pseudo.regenerate(trainer.avatar, 0, cfg.backend, 0)
+    weight = batch.weight
+    assert weight.shape == (V, 1, S, S)
+    everywhere, grad = loss(None)
+    assert loss(torch.ones_like(weight))[0] == pytest.approx(everywhere, abs=1e-6) and grad > 0
+    nowhere, no_grad = loss(torch.zeros_like(weight))
+    assert nowhere == pytest.approx(0.0, abs=1e-6) and no_grad < 1e-6 * grad
+    # A resumed batch gets the same weights back.
+    pseudo.batch.weight = pseudo._weight(batch.cameras, pseudo._cameras(batch.frame, batch.yaw, batch.pitch)[1])
+    before = pseudo.batch.weight
+    pseudo.load_state_dict(pseudo.state_dict())
+    assert torch.equal(pseudo.batch.weight, before)
+
+
 def test_prior_train_can_save_int8(data, tmp_path):
     result = runner.invoke(app, ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(tmp_path / "p"),
                                  "--preset", "tiny", "--steps", "2", "--set", "save_dtype=int8",
