@@ -22,7 +22,7 @@ from gafkit.render.camera import Cameras
 from gafkit.render.mesh import rasterize_mesh
 
 
-def face_view_cosine(verts: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], center: Float[Tensor, 3]
+def face_view_cosine(verts: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], center: Float[Tensor, " 3"]
                      ) -> Float[Tensor, " F"]:
     """|cos| of the angle between each triangle's normal and the direction to ``center`` (a camera).
 
