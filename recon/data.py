@@ -47,16 +47,19 @@ class FrameSet:
         """(height, width)"""
         return self.images.shape[1], self.images.shape[2]
 
-    def add_foreground(self, chunk: int = 4) -> None:
-        """Estimate every frame's foreground colour (:func:`gafkit.recon.foreground.estimate_foreground`)."""
+    def add_foreground(self, ids: list[int] | None = None, chunk: int = 4) -> None:
+        """Estimate the foreground colour (:func:`gafkit.recon.foreground.estimate_foreground`) of frames
+        ``ids`` (default: all); the others keep the frame itself (the fit trains on its training frames
+        only)."""
         from gafkit.recon.foreground import estimate_foreground
 
-        out = torch.empty_like(self.images)
-        for a in range(0, len(self), chunk):
-            rgb = self.images[a:a + chunk].permute(0, 3, 1, 2).float() / 255
-            alpha = self.masks[a:a + chunk].permute(0, 3, 1, 2).float() / 255
-            fg = estimate_foreground(rgb, alpha)
-            out[a:a + chunk] = fg.mul(255).round().byte().permute(0, 2, 3, 1)
+        ids = list(range(len(self))) if ids is None else list(ids)
+        out = self.images.clone()
+        for a in range(0, len(ids), chunk):
+            rows = torch.tensor(ids[a:a + chunk], device=self.images.device)
+            rgb = self.images[rows].permute(0, 3, 1, 2).float() / 255
+            alpha = self.masks[rows].permute(0, 3, 1, 2).float() / 255
+            out[rows] = estimate_foreground(rgb, alpha).mul(255).round().byte().permute(0, 2, 3, 1)
         self.foreground = out
 
     def target(self, index: int | Tensor, bg: Float[Tensor, " 3"], *, foreground: bool = False

@@ -89,10 +89,10 @@ class Trainer:
 
     def __init__(self, cfg: FitConfig, model: HeadModel, seq: TrackedSequence, frames: FrameSet, device: torch.device):
         self.cfg, self.model, self.seq, self.frames, self.device = cfg, model, seq, frames, device
-        if cfg.foreground_colour and frames.foreground is None:
-            frames.add_foreground()
         self.base = seq.params.to(device)
         self.train_ids = list(seq.splits["train"])
+        if cfg.foreground_colour and frames.foreground is None:
+            frames.add_foreground(self.train_ids)
         self.bg = torch.tensor(BACKGROUNDS[cfg.background], device=device)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)

@@ -267,6 +267,10 @@ def test_foreground_colour_trains_on_the_estimate_and_scores_on_the_frame(subjec
     trainer = make_trainer(subject, cfg)
     seq, frames = trainer.seq, trainer.frames
     assert frames.foreground is not None and frames.foreground.shape == frames.images.shape
+    # Only the training frames are estimated; held-out frames keep the frame itself.
+    held_out = [i for i in range(len(frames)) if i not in set(trainer.train_ids)]
+    assert held_out and all(torch.equal(frames.foreground[i], frames.images[i]) for i in held_out)
+    assert any(not torch.equal(frames.foreground[i], frames.images[i]) for i in trainer.train_ids)
     trainer.step()
     # Evaluation composites the frame itself, so scores stay comparable with fits that train on it.
     metrics = evaluate_frames(trainer.avatar, trainer.model, seq.params, frames, [0], trainer.bg)

@@ -48,3 +48,7 @@ def test_frameset_composites_the_foreground_only_when_asked():
     edge = ((mask > 0.1) & (mask < 0.9)).expand_as(fg)
     # The room is blue-green: its share on the edge shows as less red than the foreground composite.
     assert float(fg[..., 0][edge[..., 0]].mean()) > float(plain[..., 0][edge[..., 0]].mean()) + 0.02
+    # Frames left out keep the frame itself.
+    two = FrameSet(images=to_u8(image).repeat(2, 1, 1, 1), masks=to_u8(alpha).repeat(2, 1, 1, 1), cameras=None)
+    two.add_foreground([1])
+    assert torch.equal(two.foreground[0], two.images[0]) and torch.equal(two.foreground[1], frames.foreground[0])
