@@ -130,11 +130,12 @@ class PriorGuidanceConfig:
     min_yaw_deg: float = 0.0
     """Sampled yaws keep at least this far from the front on either side: the frames already show the
     front, and pseudo views there compete with them."""
-    seen_cos: float = 0.0
+    seen_cos: float = 0.3
     """Leave to the frames what they saw: a pseudo-view pixel on a triangle that a training frame saw
-    at a view cosine of at least this counts 0, falling linearly to 1 for triangles never seen and
+    at a view cosine of at least this counts 0, rising linearly to 1 for triangles never seen and
     pixels off the mesh (:mod:`gafkit.recon.seen_surface`). 0 = the prior supervises every pixel
-    (GAF)."""
+    (GAF). 0.3 beat 0, 0.5 and 0.8 on a held-out person's novel views and held-out frames
+    (benchmarks/RESULTS.md, session 7)."""
     color_affine: bool = True
     """A per-view affine colour transform absorbs colour disagreements between pseudo views."""
     affine_lr: float = 1e-3
