@@ -76,6 +76,20 @@ class FrameSet:
         return rgb * mask + bg.to(rgb) * (1 - mask), mask
 
 
+def evenly_spaced(ids: Sequence[int], limit: int) -> list[int]:
+    """At most ``limit`` of ``ids``, evenly spaced from the first to the last (all of them when they fit).
+
+    >>> evenly_spaced(list(range(10)), 4)
+    [0, 3, 6, 9]
+    """
+    ids = list(ids)
+    if len(ids) <= limit:
+        return ids
+    if limit < 2:
+        return ids[:limit]
+    return [ids[round(j * (len(ids) - 1) / (limit - 1))] for j in range(limit)]
+
+
 def _read(path: Path, mode: str, expect: tuple[int, int], size: tuple[int, int] | None) -> np.ndarray:
     try:
         with Image.open(path) as im:

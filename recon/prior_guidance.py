@@ -32,7 +32,7 @@ from gafkit.diffusion.views import frame_orbit, head_center, normal_images, samp
 from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix
 from gafkit.recon.avatar import GaussianAvatar, render_avatar
 from gafkit.recon.config import PriorGuidanceConfig
-from gafkit.recon.data import FrameSet
+from gafkit.recon.data import FrameSet, evenly_spaced
 from gafkit.recon.metrics import photometric_loss
 from gafkit.recon.seen_surface import seen_faces, unseen_weight
 from gafkit.render.camera import Cameras
@@ -44,8 +44,7 @@ WHITE = (1.0, 1.0, 1.0)
 def frontal_frame(model: HeadModel, params: HeadParams, cameras: Cameras, ids: list[int], limit: int = 64) -> int:
     """The training frame whose face looks most directly into its camera (among ``limit`` evenly
     spaced candidates)."""
-    if len(ids) > limit:
-        ids = [ids[round(j * (len(ids) - 1) / (limit - 1))] for j in range(limit)]
+    ids = evenly_spaced(ids, limit)
     best, best_cos = ids[0], -2.0
     with torch.no_grad():
         for i in ids:

@@ -14,12 +14,14 @@ turns those scores into a per-pixel weight of a novel view: 0 where the frames s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from gafkit.heads.base import HeadModel, HeadParams
+from gafkit.recon.data import evenly_spaced
 from gafkit.render.camera import Cameras
-from gafkit.render.mesh import rasterize_mesh
+from gafkit.render.mesh import face_normals, rasterize_mesh
 
 
 def face_view_cosine(verts: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], center: Float[Tensor, " 3"]
@@ -32,11 +34,9 @@ def face_view_cosine(verts: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], cen
     >>> round(float(face_view_cosine(tri, torch.tensor([[0, 1, 2]]), torch.tensor([1 / 3, 1 / 3, 5.0]))[0]), 4)
     1.0
     """
-    corners = verts[faces.long()]  # [F, 3, 3]
-    normal = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    to_cam = center - corners.mean(1)
-    cos = (normal * to_cam).sum(-1) / (normal.norm(dim=-1) * to_cam.norm(dim=-1)).clamp_min(1e-12)
-    return cos.abs()
+    normal = face_normals(verts[None], faces)[0]  # [F, 3], unit
+    to_cam = F.normalize(center - verts[faces.long()].mean(1), dim=-1)
+    return (normal * to_cam).sum(-1).abs()
 
 
 @torch.no_grad()
@@ -50,11 +50,9 @@ def seen_faces(model: HeadModel, params: HeadParams, cameras: Cameras, ids: list
         cameras: the frames' cameras; rasterized at ``size`` pixels on the longer side.
         ids: candidate frames (the training frames).
     """
-    if len(ids) > limit:
-        ids = [ids[round(j * (len(ids) - 1) / (limit - 1))] for j in range(limit)]
     faces = model.faces
     seen = torch.zeros(faces.shape[0], device=faces.device)
-    for i in ids:
+    for i in evenly_spaced(ids, limit):
         verts = model(params[i])[0]
         cam = cameras[i]
         cam = cam.scaled(size / max(cam.width, cam.height)).to(verts.device)

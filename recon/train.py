@@ -34,7 +34,7 @@ from gafkit.media import sequence_fps
 from gafkit.recon.avatar import PER_GAUSSIAN, render_avatar
 from gafkit.recon.binding import triangle_frames
 from gafkit.recon.config import FitConfig
-from gafkit.recon.data import FrameSet, load_frames
+from gafkit.recon.data import FrameSet, evenly_spaced, load_frames
 from gafkit.recon.densify import GradStats, densify_and_prune, reset_opacity
 from gafkit.recon.evaluate import (
     AVATAR_KIND,
@@ -278,8 +278,8 @@ class Trainer:
 
     def evaluate(self, split: str, limit: int | None = None) -> dict[str, float]:
         ids = list(self.seq.splits[split])
-        if limit is not None and len(ids) > limit:
-            ids = [ids[round(j * (len(ids) - 1) / (limit - 1))] for j in range(limit)] if limit > 1 else ids[:1]
+        if limit is not None:
+            ids = evenly_spaced(ids, limit)
         return evaluate_frames(self.avatar, self.model, self.params_all(), self.frames, ids, self.bg, self.cfg.backend)
 
 
