@@ -19,14 +19,17 @@ if [ -d .gpu/gsplat_py/gsplat ] && [ ! -d "$SITE/gsplat" ]; then
 elif [ -f .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl ] && [ ! -d "$SITE/gsplat" ]; then
   python -m pip install -q --no-deps --target "$SITE" .gpu/gsplat/gsplat-1.5.3-py3-none-any.whl
 fi
+prebuilt=
 if [ -f .gpu/gsplat/prebuilt/gsplat_cuda.so ]; then
-  cp scripts/gsplat_csrc.py "$SITE/gsplat/csrc.py"
-  export GSPLAT_PREBUILT="$PWD/.gpu/gsplat/prebuilt/gsplat_cuda.so"
+  prebuilt="$PWD/.gpu/gsplat/prebuilt/gsplat_cuda.so"
 elif [ -f .gpu/gsplat/prebuilt/gsplat_cuda.so.xz ]; then
   # xz shrinks the 16 MB extension to 2 MB of the 64 MiB that may travel.
   [ -f /tmp/gsplat_cuda.so ] || python -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.gpu/gsplat/prebuilt/gsplat_cuda.so.xz'), open('/tmp/gsplat_cuda.so', 'wb'))"
+  prebuilt=/tmp/gsplat_cuda.so
+fi
+if [ -n "$prebuilt" ]; then
   cp scripts/gsplat_csrc.py "$SITE/gsplat/csrc.py"
-  export GSPLAT_PREBUILT=/tmp/gsplat_cuda.so
+  export GSPLAT_PREBUILT="$prebuilt"
 fi
 if ls .gpu/diffusers/*.whl >/dev/null 2>&1 && [ ! -d "$SITE/diffusers" ]; then
   # diffusers is pure Python; the image has its other dependencies.
