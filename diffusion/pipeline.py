@@ -8,6 +8,7 @@ Folder layout (what :meth:`MultiViewPrior.save_pretrained` writes)::
     PRIOR/denoiser/                   config.json + diffusion_pytorch_model.safetensors (or .int8.safetensors)
     PRIOR/scheduler/scheduler_config.json
     PRIOR/autoencoder/                only when not the packaged default (``"autoencoder": "default"``)
+    PRIOR/upsampler/                  optional 2x upsampler (:mod:`gafkit.diffusion.upsampler`)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor
 from gafkit import ASSETS
 from gafkit.diffusion.autoencoder import TinyAutoencoder, load_default_autoencoder
 from gafkit.diffusion.model import MultiViewDenoiser
+from gafkit.diffusion.upsampler import ImageUpsampler, upsample_to
 from gafkit.errors import GafkitError
 
 INDEX = "model_index.json"
@@ -47,22 +49,24 @@ class MultiViewPrior:
     """Denoiser, autoencoder and scheduler of a trained (or freshly initialised) prior.
 
     ``size`` is the image size the denoiser was trained at (latents are ``size / 8``); inputs of
-    another size are resized to it and outputs resized back.
+    another size are resized to it and outputs resized back, through ``upsampler`` (guided by the
+    normal maps) when there is one and the outputs are larger.
     """
 
     def __init__(self, denoiser: MultiViewDenoiser, autoencoder: TinyAutoencoder,
                  scheduler: DDIMScheduler | None = None, *, size: int = 256, views: int = 4,
-                 autoencoder_origin: str = "default"):
-        self.denoiser, self.autoencoder = denoiser, autoencoder
+                 autoencoder_origin: str = "default", upsampler: ImageUpsampler | None = None):
+        self.denoiser, self.autoencoder, self.upsampler = denoiser, autoencoder, upsampler
         self.scheduler = scheduler or make_scheduler()
         self.size, self.views, self.autoencoder_origin = size, views, autoencoder_origin
 
     # -- folders ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None) -> MultiViewPrior:
+                        dtype: torch.dtype | None = None, upsampler: str | Path = "auto") -> MultiViewPrior:
         """Load a prior folder; ``"default"`` is the packaged prior. ``dtype`` None: bfloat16 on CUDA
-        (half the memory), float32 elsewhere."""
+        (half the memory), float32 elsewhere. ``upsampler``: ``"auto"`` (the folder's ``upsampler/``
+        when it has one), ``"none"``, or an upsampler folder (``gafkit prior train-upsampler``)."""
         if dtype is None:
             dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
         root = DEFAULT_PRIOR if str(path) == "default" else Path(path)
@@ -82,7 +86,7 @@ class MultiViewPrior:
         else:
             autoencoder = TinyAutoencoder.from_pretrained(root / "autoencoder", torch_dtype=dtype)
         prior = cls(denoiser, autoencoder, scheduler, size=int(index["size"]), views=int(index["views"]),
-                    autoencoder_origin=origin)
+                    autoencoder_origin=origin, upsampler=_load_upsampler(root, upsampler))
         return prior.to(device)
 
     def save_pretrained(self, path: str | Path, *, dtype: torch.dtype | str | None = None) -> Path:
@@ -107,6 +111,8 @@ class MultiViewPrior:
         self.scheduler.save_pretrained(root / "scheduler")
         if self.autoencoder_origin != "default":
             self.autoencoder.save_pretrained(root / "autoencoder")
+        if self.upsampler is not None:
+            self.upsampler.save_pretrained(root / "upsampler")
         index = {"_class_name": type(self).__name__, "denoiser": ["gafkit.diffusion.model", "MultiViewDenoiser"],
                  "scheduler": ["diffusers", "DDIMScheduler"], "autoencoder": self.autoencoder_origin,
                  "size": self.size, "views": self.views}
@@ -114,8 +120,9 @@ class MultiViewPrior:
         return root
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MultiViewPrior:
-        for module in (self.denoiser, self.autoencoder):
-            torch.nn.Module.to(module, device=device, dtype=dtype)
+        for module in (self.denoiser, self.autoencoder, self.upsampler):
+            if module is not None:
+                torch.nn.Module.to(module, device=device, dtype=dtype)
         return self
 
     @property
@@ -180,7 +187,7 @@ class MultiViewPrior:
             generator: seeds the noise (a CPU generator gives the same noise on any device).
 
         Returns:
-            Generated views in [0, 1] at the input resolution.
+            Generated views in [0, 1] at the input resolution (the normal maps' size).
         """
         # 1. Check inputs
         b, v, _, h, w = normals.shape
@@ -214,7 +221,8 @@ class MultiViewPrior:
                 x = self.scheduler.step(pred, t, x, eta=0.0).prev_sample
             # 6. Decode
             out = self.decode(x.flatten(0, 1).to(self.dtype))
-        return self._resize(out, h, w).unflatten(0, (b, v))
+            out = upsample_to(out, (h, w), upsampler=self.upsampler, guide=normals.flatten(0, 1))
+        return out.float().unflatten(0, (b, v))
 
     def pseudo_ground_truth(
         self,
@@ -262,6 +270,21 @@ def dequantize_int8(state: dict[str, Tensor]) -> dict[str, Tensor]:
         elif not name.endswith(".scale"):
             out[name] = t.float()
     return out
+
+
+def _load_upsampler(root: Path, which: str | Path) -> ImageUpsampler | None:
+    """The upsampler ``which`` names (see :meth:`MultiViewPrior.from_pretrained`), float32 (it is small)."""
+    if str(which) == "none":
+        return None
+    folder = root / "upsampler" if str(which) == "auto" else Path(which)
+    if not (folder / "config.json").is_file():
+        if str(which) == "auto":
+            return None
+        raise GafkitError(f"{folder}: not an upsampler folder (no config.json)")
+    try:
+        return ImageUpsampler.from_pretrained(folder).eval()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise GafkitError(f"{folder}: cannot load the upsampler ({str(exc).splitlines()[0]})") from exc
 
 
 def _load_denoiser(folder: Path, dtype: torch.dtype) -> MultiViewDenoiser:

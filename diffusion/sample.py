@@ -35,6 +35,8 @@ class SampleConfig:
     frame: int | None = None
     """Tracked frame whose expression and pose are used (None: the most frontal training frame)."""
     steps: int = 30
+    size: int | None = None
+    """Output image size (None: the prior's); larger sizes go through the prior's upsampler, if any."""
     guidance_scale: float = 2.0
     seed: int = 0
 
@@ -82,7 +84,9 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
     frame = cfg.frame if cfg.frame is not None else frontal_frame(model, params, seq.cameras.to(dev), train)
     yaw = torch.tensor(cfg.yaw_deg, dtype=torch.float32)
     pitch = torch.tensor(cfg.pitch_deg, dtype=torch.float32).expand_as(yaw)
-    cams, verts = frame_orbit(model, params[frame], seq.cameras[frame].to(dev), yaw, pitch, prior.size)
+    if cfg.size is not None and cfg.size < 16:
+        raise GafkitError(f"prior sample: size {cfg.size} is too small (>= 16)")
+    cams, verts = frame_orbit(model, params[frame], seq.cameras[frame].to(dev), yaw, pitch, cfg.size or prior.size)
     normals = normal_images(verts, model.faces, cams.to(dev))
     inputs = {"tracked": Path(tracked) / "manifest.json"} | ({"reference": reference} if reference else {})
     with write_artifact(out, SAMPLES_KIND, config=cfg, inputs=inputs, overwrite=overwrite) as art:
@@ -103,5 +107,6 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
         (art.dir / "views.json").write_text(json.dumps({
             "frame": frame, "yaw_deg": yaw.tolist(), "pitch_deg": pitch.tolist(), "prior": str(prior_path),
             "reference": str(reference) if reference else f"frame {frame}", "steps": cfg.steps,
-            "guidance_scale": cfg.guidance_scale, "seed": cfg.seed}, indent=1), encoding="utf-8")
+            "guidance_scale": cfg.guidance_scale, "seed": cfg.seed, "size": int(views.shape[-1]),
+            "upsampler": prior.upsampler is not None and views.shape[-1] > prior.size}, indent=1), encoding="utf-8")
     return Path(out)

@@ -106,7 +106,11 @@ class PriorGuidanceConfig:
     views: int = 4
     """Novel views generated together per regeneration."""
     size: Optional[int] = None
-    """Pseudo-view image size (None = the prior's training size)."""
+    """Pseudo-view image size (None = the prior's training size). Larger sizes go through the prior's
+    2x upsampler (``upsampler``), else bilinear."""
+    upsampler: str = "auto"
+    """Upsampler of pseudo views larger than the prior's size: ``auto`` (the prior folder's
+    ``upsampler/``, if any), ``none`` (bilinear) or an upsampler folder (``gafkit prior train-upsampler``)."""
     start: float = 0.2
     """Fraction of the iterations fitted to the frames alone before the prior joins (its renders must
     look like a head before they are worth denoising)."""

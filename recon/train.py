@@ -122,7 +122,7 @@ class Trainer:
             from gafkit.diffusion.pipeline import MultiViewPrior
             from gafkit.recon.prior_guidance import PseudoViews
 
-            prior = MultiViewPrior.from_pretrained(cfg.prior.path, device=device)
+            prior = MultiViewPrior.from_pretrained(cfg.prior.path, device=device, upsampler=cfg.prior.upsampler)
             self.pseudo = PseudoViews(cfg.prior, prior, model, self.base, frames, self.train_ids, cfg.iters, device,
                                       cfg.seed)
 
@@ -300,6 +300,9 @@ def _check_settings(cfg: FitConfig) -> None:
         raise ConfigError(f"prior.min_yaw_deg: {cfg.prior.min_yaw_deg!r} must be in [0, 180)")
     if not 0 <= cfg.prior.seen_cos <= 1:
         raise ConfigError(f"prior.seen_cos: {cfg.prior.seen_cos!r} must be in [0, 1] (0 turns it off)")
+    if cfg.prior.upsampler not in ("auto", "none") and not (Path(cfg.prior.upsampler) / "config.json").is_file():
+        raise ConfigError(f"prior.upsampler: {cfg.prior.upsampler}: not an upsampler folder (no config.json); "
+                          "use auto, none or a `gafkit prior train-upsampler` output")
     if cfg.loss.outside < 0 or not 0 <= cfg.loss.outside_margin < 1 or cfg.loss.outside_size < 8:
         raise ConfigError(f"loss.outside {cfg.loss.outside!r}, outside_margin {cfg.loss.outside_margin!r}, "
                           f"outside_size {cfg.loss.outside_size!r}: need >= 0, [0, 1) and >= 8 pixels")

@@ -1,4 +1,4 @@
-"""``gafkit prior train`` and ``gafkit prior sample``."""
+"""``gafkit prior train``, ``gafkit prior train-upsampler`` and ``gafkit prior sample``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,25 @@ def train(
     typer.echo(str(out))
 
 
+@prior_app.command("train-upsampler")
+@handles_errors
+def train_upsampler(
+    data: Annotated[list[Path], typer.Option("--data", help="Prior data folder at twice the prior's size (repeatable).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output upsampler folder (e.g. PRIOR/upsampler).")],
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML/TOML config overrides.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
+) -> None:
+    """Train the prior's 2x upsampler (generated views to twice the prior's size, guided by normal maps)."""
+    from gafkit.config import build_config
+    from gafkit.diffusion.upsampler_train import UpsamplerTrainConfig, run_upsampler_train
+
+    cfg = build_config(UpsamplerTrainConfig(), file=config, sets=set_ or [], flags={"steps": steps})
+    run_upsampler_train(cfg, data, out, device=options.device, overwrite=overwrite)
+    typer.echo(str(out))
+
+
 def _floats(text: str, name: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
@@ -56,6 +75,8 @@ def sample(
     pitch: Annotated[str, typer.Option(help="Pitch in degrees: one value, or one per view.")] = "0",
     frame: Annotated[Optional[int], typer.Option(help="Tracked frame for expression and pose.")] = None,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 30,
+    size: Annotated[Optional[int], typer.Option(
+        help="Output size [default: the prior's]; larger goes through the prior's upsampler when it has one.")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 2.0,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
@@ -64,6 +85,6 @@ def sample(
     from gafkit.diffusion.sample import SampleConfig, run_sample
 
     cfg = SampleConfig(yaw_deg=_floats(views, "--views"), pitch_deg=_floats(pitch, "--pitch"), frame=frame,
-                       steps=steps, guidance_scale=guidance, seed=seed)
+                       steps=steps, size=size, guidance_scale=guidance, seed=seed)
     run_sample(cfg, prior, tracked, out, reference=ref, device=options.device, overwrite=overwrite)
     typer.echo(str(out))
