@@ -31,6 +31,7 @@ from gafkit.diffusion.autoencoder import load_default_autoencoder
 from gafkit.diffusion.dataset import load_split
 from gafkit.diffusion.upsampler import ImageUpsampler
 from gafkit.errors import GafkitError
+from gafkit.recon.metrics import psnr
 
 UPSAMPLER_KIND = "upsampler"
 CHUNK = 32
@@ -107,17 +108,6 @@ def random_crops(images: dict[str, Tensor], batch: int, crop: int, g: torch.Gene
     return torch.stack(lows), torch.stack(guides).float() / 255, torch.stack(highs).float() / 255
 
 
-def _psnr(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Per-image PSNR [N] of images in [0, 1] (over ``mask`` [N, 1, H, W] when given)."""
-    se = (a - b).square()
-    if mask is None:
-        mse = se.flatten(1).mean(1)
-    else:
-        m = mask.expand_as(se)
-        mse = (se * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
-    return -10 * torch.log10(mse.clamp_min(1e-10))
-
-
 @torch.no_grad()
 def evaluate_upsampler(model: ImageUpsampler, images: dict[str, Tensor]) -> dict[str, float]:
     """Mean PSNR (full and masked) of the upsampler, bicubic and bilinear on every image of ``images``
@@ -128,13 +118,14 @@ def evaluate_upsampler(model: ImageUpsampler, images: dict[str, Tensor]) -> dict
     for i in range(0, n, CHUNK):
         low = images["low"][i:i + CHUNK]
         high = images["high"][i:i + CHUNK].float() / 255
-        mask = (images["mask"][i:i + CHUNK].float() / 255 > 0.5).float()
+        mask = images["mask"][i:i + CHUNK].float() / 255
         outs = {"upsampler": model(low, images["guide"][i:i + CHUNK].float() / 255).clamp(0, 1),
                 "bicubic": F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1),
                 "bilinear": F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)}
         for name, out in outs.items():
-            sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + float(_psnr(out, high).sum())
-            sums[f"psnr_masked_{name}"] = sums.get(f"psnr_masked_{name}", 0.0) + float(_psnr(out, high, mask).sum())
+            for j in range(len(out)):
+                sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + psnr(out[j], high[j])
+                sums[f"psnr_masked_{name}"] = sums.get(f"psnr_masked_{name}", 0.0) + psnr(out[j], high[j], mask[j])
     return {k: round(v / n, 3) for k, v in sums.items()}
 
 
@@ -218,6 +209,8 @@ def run_upsampler_train(cfg: UpsamplerTrainConfig, data: list[str | Path], out: 
         model.save_pretrained(art.dir)
         (art.dir / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
         ckpt.unlink(missing_ok=True)
+        if not any(ckpt.parent.iterdir()):
+            ckpt.parent.rmdir()
         art.manifest.extra = {k: metrics[k] for k in ("psnr_upsampler", "psnr_bicubic", "steps")}
         log.info("upsampler: %d steps, held-out PSNR %.2f dB (bicubic %.2f)", step, metrics["psnr_upsampler"],
                  metrics["psnr_bicubic"])

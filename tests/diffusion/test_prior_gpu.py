@@ -30,6 +30,20 @@ def test_bf16_cuda_pseudo_ground_truth_matches_cpu_float32():
     assert (outs[0] - outs[1]).abs().mean() < 0.03
 
 
+def test_bf16_cuda_upsampled_views_match_cpu_float32():
+    torch.manual_seed(0)
+    renders, normals, ref = torch.rand(1, 4, 3, 512, 512), torch.rand(1, 4, 3, 512, 512), torch.rand(1, 3, 256, 256)
+    outs = []
+    for device, dtype in (("cpu", torch.float32), ("cuda", torch.bfloat16)):
+        prior = MultiViewPrior.from_pretrained("default", device=device, dtype=dtype)
+        assert prior.upsampler is not None  # the packaged prior carries one
+        g = torch.Generator().manual_seed(0)
+        outs.append(prior.pseudo_ground_truth(renders.to(device), normals.to(device), ref.to(device), 0.3,
+                                              num_inference_steps=10, generator=g).float().cpu())
+    assert torch.isfinite(outs[1]).all() and outs[1].shape == (1, 4, 3, 512, 512)
+    assert (outs[0] - outs[1]).abs().mean() < 0.03
+
+
 def test_gsplat_fit_with_the_default_prior(tmp_path):
     from gafkit.recon.config import FitConfig
     from gafkit.recon.train import run_fit

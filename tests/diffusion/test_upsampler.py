@@ -92,7 +92,7 @@ def test_train_upsampler_writes_a_model_scored_against_bicubic(trained):
     for name in ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json", "train_log.jsonl",
                  "manifest.json", "config.yaml"):
         assert (trained / name).is_file(), name
-    assert not (trained / "checkpoints" / "latest.pt").exists()
+    assert not (trained / "checkpoints").exists()
     m = json.loads((trained / "metrics.json").read_text())
     assert m["split"] == "heldout" and m["steps"] == 40 and m["images"] == 2 * V and m["train_images"] == 4 * V
     for key in ("psnr_upsampler", "psnr_bicubic", "psnr_bilinear", "psnr_masked_upsampler"):
