@@ -28,7 +28,7 @@ from gafkit.device import resolve_device
 from gafkit.diffusion.dataset import load_split
 from gafkit.diffusion.evaluate import evaluate_prior, sample_grid
 from gafkit.diffusion.pipeline import MultiViewPrior, build_prior
-from gafkit.diffusion.train_config import PriorTrainConfig
+from gafkit.diffusion.train_config import PriorModelConfig, PriorTrainConfig
 from gafkit.errors import GafkitError, StoppedError
 
 PRIOR_KIND = "prior"
@@ -90,7 +90,10 @@ class PriorTrainer:
         # The model config's fields other than size and views are the denoiser's constructor arguments.
         arch = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("size", "views")}
         arch["block_out_channels"] = tuple(arch["block_out_channels"])
-        self.prior = build_prior(size=cfg.model.size, views=cfg.model.views, **arch).to(device)
+        if cfg.init is None:
+            self.prior = build_prior(size=cfg.model.size, views=cfg.model.views, **arch).to(device)
+        else:
+            self.prior = MultiViewPrior.from_pretrained(cfg.init, device=device, dtype=torch.float32, upsampler="none")
         self.prior.autoencoder.requires_grad_(False)
         model = self.prior.denoiser
         if cfg.gradient_checkpointing:
@@ -198,6 +201,8 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
     out, roots = Path(out), [Path(d) for d in data]
     if not roots:
         raise GafkitError("prior train: give at least one --data folder")
+    if cfg.init is not None:
+        cfg = dataclasses.replace(cfg, model=init_model_config(cfg.init))
     dev = resolve_device(device)
     state = PartialState(cpu=dev.type == "cpu")  # joins the process group under `accelerate launch`
     if state.num_processes > 1:
@@ -257,6 +262,17 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
                  metrics.get("psnr", math.nan))
     state.wait_for_everyone()
     return out
+
+
+def init_model_config(init: str) -> PriorModelConfig:
+    """The architecture of the prior ``init`` (a folder or ``default``) as a model config."""
+    prior = MultiViewPrior.from_pretrained(init, upsampler="none")
+    if prior.autoencoder_origin != "default":
+        raise GafkitError(f"{init}: fine-tuning a prior with its own autoencoder is not supported")
+    config = prior.denoiser.config
+    fields = {f.name for f in dataclasses.fields(PriorModelConfig)} - {"size", "views"}
+    arch = {k: (tuple(config[k]) if isinstance(config[k], list) else config[k]) for k in fields if k in config}
+    return PriorModelConfig(size=prior.size, views=prior.views, **arch)
 
 
 def _resume(trainer: PriorTrainer, ckpt: Path) -> None:

@@ -34,6 +34,9 @@ class PriorTrainConfig:
     """A training run of the prior."""
 
     model: PriorModelConfig = dataclasses.field(default_factory=PriorModelConfig)
+    init: str | None = None
+    """Start from this prior's weights (a prior folder or ``default``, the packaged one) instead of a
+    fresh initialisation: fine-tuning on one's own data. ``model`` is then taken from that prior."""
     steps: int = 20000
     batch_size: int = 16
     """Examples per step (each has ``views`` target views)."""

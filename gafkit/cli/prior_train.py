@@ -19,6 +19,8 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="default or tiny.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Examples per step.")] = None,
+    init: Annotated[Optional[str], typer.Option(
+        help="Fine-tune this prior (folder or 'default') instead of starting from scratch; its architecture is kept.")] = None,
     time_limit: Annotated[Optional[float], typer.Option(
         help="Stop with a checkpoint after this many seconds of training; rerun to continue.")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the checkpoint.")] = True,
@@ -31,7 +33,7 @@ def train(
     from gafkit.diffusion.train import run_prior_train
     from gafkit.diffusion.train_config import PRESETS
 
-    flags = {"steps": steps, "batch_size": batch_size}
+    flags = {"steps": steps, "batch_size": batch_size, "init": init}
     cfg = build_config(select_preset(PRESETS, preset, "default"), file=config, sets=set_ or [], flags=flags)
     run_prior_train(cfg, data, out, device=options.device, overwrite=overwrite, resume=resume, time_limit_s=time_limit)
     typer.echo(str(out))

@@ -197,6 +197,29 @@ def test_prior_train_resumes_after_a_time_limit(data, trained, tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 
 
+def test_prior_train_fine_tunes_an_existing_prior(data, trained, tmp_path):
+    import yaml
+
+    cfg = PRESETS["tiny"]()
+    cfg.init = str(trained)
+    trainer = PriorTrainer(cfg, torch.device("cpu"))
+    start = MultiViewPrior.from_pretrained(trained).denoiser.state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in trainer.prior.denoiser.state_dict().items())
+    out = tmp_path / "ft"
+    # The architecture comes from the prior it starts from, whatever the preset says.
+    result = runner.invoke(app, ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(out),
+                                 "--init", str(trained), "--steps", "3", "--set", "model.block_out_channels=[64,64]",
+                                 "--set", "eval_examples=2", "--set", "sample_steps=2", "--set", "sample_every=0"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["init"] == str(trained) and saved["model"]["block_out_channels"] == [32, 32]
+    assert MultiViewPrior.from_pretrained(out).denoiser.config.block_out_channels == MultiViewPrior.from_pretrained(
+        trained).denoiser.config.block_out_channels
+    bad = runner.invoke(app, ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(tmp_path / "x"),
+                              "--init", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "nowhere" in bad.output and not (tmp_path / "x").exists()
+
+
 def test_prior_train_rejects_mismatched_data(data, tmp_path):
     result = runner.invoke(app, ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(tmp_path / "p"),
                                  "--set", "model.views=4"])
