@@ -15,32 +15,22 @@ from gafkit.diffusion.pipeline import MultiViewPrior
 pytestmark = pytest.mark.gpu
 
 
-def test_bf16_cuda_pseudo_ground_truth_matches_cpu_float32():
+@pytest.mark.parametrize("size", [256, 512])
+def test_bf16_cuda_pseudo_ground_truth_matches_cpu_float32(size):
+    """At 512 the views go through the packaged upsampler."""
     torch.manual_seed(0)
-    renders, normals, ref = torch.rand(1, 4, 3, 256, 256), torch.rand(1, 4, 3, 256, 256), torch.rand(1, 3, 256, 256)
-    outs = []
-    for device, dtype in (("cpu", torch.float32), ("cuda", torch.bfloat16)):
-        prior = MultiViewPrior.from_pretrained("default", device=device, dtype=dtype)
-        g = torch.Generator().manual_seed(0)  # a CPU generator: the same noise on both devices
-        noise_free = prior.pseudo_ground_truth(renders.to(device), normals.to(device), ref.to(device), 0.3,
-                                               num_inference_steps=10, generator=g)
-        outs.append(noise_free.float().cpu())
-    assert torch.isfinite(outs[1]).all() and outs[1].shape == (1, 4, 3, 256, 256)
-    # Same noise; bf16 against float32: close on average, not bitwise.
-    assert (outs[0] - outs[1]).abs().mean() < 0.03
-
-
-def test_bf16_cuda_upsampled_views_match_cpu_float32():
-    torch.manual_seed(0)
-    renders, normals, ref = torch.rand(1, 4, 3, 512, 512), torch.rand(1, 4, 3, 512, 512), torch.rand(1, 3, 256, 256)
+    renders, normals = torch.rand(1, 4, 3, size, size), torch.rand(1, 4, 3, size, size)
+    ref = torch.rand(1, 3, 256, 256)
     outs = []
     for device, dtype in (("cpu", torch.float32), ("cuda", torch.bfloat16)):
         prior = MultiViewPrior.from_pretrained("default", device=device, dtype=dtype)
         assert prior.upsampler is not None  # the packaged prior carries one
-        g = torch.Generator().manual_seed(0)
-        outs.append(prior.pseudo_ground_truth(renders.to(device), normals.to(device), ref.to(device), 0.3,
-                                              num_inference_steps=10, generator=g).float().cpu())
-    assert torch.isfinite(outs[1]).all() and outs[1].shape == (1, 4, 3, 512, 512)
+        g = torch.Generator().manual_seed(0)  # a CPU generator: the same noise on both devices
+        noise_free = prior.pseudo_ground_truth(renders.to(device), normals.to(device), ref.to(device), 0.3,
+                                               num_inference_steps=10, generator=g)
+        outs.append(noise_free.float().cpu())
+    assert torch.isfinite(outs[1]).all() and outs[1].shape == (1, 4, 3, size, size)
+    # Same noise; bf16 against float32: close on average, not bitwise.
     assert (outs[0] - outs[1]).abs().mean() < 0.03
 
 
