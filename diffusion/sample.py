@@ -72,6 +72,8 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
     if len(cfg.pitch_deg) not in (1, len(cfg.yaw_deg)):
         raise GafkitError(f"prior sample: give one pitch or one per yaw ({len(cfg.yaw_deg)} yaws, "
                           f"{len(cfg.pitch_deg)} pitches)")
+    if cfg.size is not None and cfg.size < 16:
+        raise GafkitError(f"prior sample: size {cfg.size} is too small (>= 16)")
     dev = resolve_device(device)
     seq = load_sequence(Path(tracked))
     if cfg.frame is not None and not 0 <= cfg.frame < seq.params.batch_size:
@@ -84,8 +86,6 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
     frame = cfg.frame if cfg.frame is not None else frontal_frame(model, params, seq.cameras.to(dev), train)
     yaw = torch.tensor(cfg.yaw_deg, dtype=torch.float32)
     pitch = torch.tensor(cfg.pitch_deg, dtype=torch.float32).expand_as(yaw)
-    if cfg.size is not None and cfg.size < 16:
-        raise GafkitError(f"prior sample: size {cfg.size} is too small (>= 16)")
     cams, verts = frame_orbit(model, params[frame], seq.cameras[frame].to(dev), yaw, pitch, cfg.size or prior.size)
     normals = normal_images(verts, model.faces, cams.to(dev))
     inputs = {"tracked": Path(tracked) / "manifest.json"} | ({"reference": reference} if reference else {})

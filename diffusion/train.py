@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gafkit.artifact import atomic_write_bytes, write_artifact
+from gafkit.artifact import write_artifact, write_checkpoint
 from gafkit.console import log, track
 from gafkit.device import resolve_device
 from gafkit.diffusion.dataset import load_split
@@ -180,12 +180,7 @@ class PriorTrainer:
         self.generator.set_state(state["generator"])
 
     def save_checkpoint(self, path: Path) -> None:
-        import io
-
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
+        write_checkpoint(path, self.state_dict())
 
 
 def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Path, *, device: str = "auto",

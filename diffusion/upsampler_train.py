@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gafkit.artifact import atomic_write_bytes, write_artifact
+from gafkit.artifact import write_artifact, write_checkpoint
 from gafkit.console import log, track
 from gafkit.device import resolve_device
 from gafkit.diffusion.autoencoder import load_default_autoencoder
@@ -138,10 +138,13 @@ def run_upsampler_train(cfg: UpsamplerTrainConfig, data: list[str | Path], out: 
     if not roots:
         raise GafkitError("prior train-upsampler: give at least one --data folder")
     dev = resolve_device(device)
-    train = training_images(load_split(roots, "train"), through_autoencoder=cfg.through_autoencoder, device=dev)
-    if cfg.crop > train["high"].shape[-1]:
+    train_data = load_split(roots, "train")
+    # Checked before the autoencoder round trips, which take minutes on a CPU.
+    if cfg.crop > train_data["images"].shape[-1]:
         raise GafkitError(f"{roots[0]}: crop {cfg.crop} is larger than the data's images "
-                          f"({train['high'].shape[-1]} px)")
+                          f"({train_data['images'].shape[-1]} px)")
+    train = training_images(train_data, through_autoencoder=cfg.through_autoencoder, device=dev)
+    del train_data
     try:
         heldout = training_images(load_split(roots, "heldout"), through_autoencoder=cfg.through_autoencoder,
                                   device=dev)
@@ -158,22 +161,17 @@ def run_upsampler_train(cfg: UpsamplerTrainConfig, data: list[str | Path], out: 
         step, train_time = 0, 0.0
         ckpt = art.dir / "checkpoints" / "latest.pt"
         if ckpt.is_file():
-            state = torch.load(ckpt, map_location=dev, weights_only=False)
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
-            g.set_state(state["generator"].cpu() if dev.type == "cpu" else state["generator"])
+            g.set_state(state["generator"])
             step, train_time = int(state["step"]), float(state["train_time"])
             log.info("resuming upsampler training at step %d (%s)", step, ckpt)
 
         def save() -> None:
-            import io
-
-            buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "generator": g.get_state(), "step": step, "train_time": train_time}, buf)
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(ckpt, buf.getvalue())
+            write_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                    "generator": g.get_state(), "step": step, "train_time": train_time})
 
         losses: list[Tensor] = []
         try:

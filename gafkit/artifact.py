@@ -229,6 +229,20 @@ def is_complete(path: str | Path, kind: str) -> bool:
     return True
 
 
+def write_checkpoint(path: str | Path, state: Any) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically (creating its folder): a crash mid-write leaves
+    the previous checkpoint intact."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file so that readers see the old or the new content, never half of it (checkpoints)."""
     path = Path(path)

@@ -13,7 +13,6 @@ training state; Ctrl-C/SIGTERM writes one before exiting, and the same command r
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gafkit.artifact import atomic_write_bytes, write_artifact
+from gafkit.artifact import write_artifact, write_checkpoint
 from gafkit.console import track
 from gafkit.device import resolve_device
 from gafkit.errors import InputError, StoppedError
@@ -259,11 +258,9 @@ class Trainer:
             self.pseudo.load_state_dict(state["pseudo"])
 
     def save_checkpoint(self, path: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(self.state_dict(), buffer)
+        state = self.state_dict()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, buffer.getvalue())
+            write_checkpoint(path, state)
         except OSError as err:
             # The previous checkpoint is intact (atomic replace): the run can continue from it.
             raise StoppedError(f"{path}: could not write the checkpoint ({err.strerror or err}); the previous "

@@ -251,6 +251,17 @@ def test_prior_sample_writes_views_next_to_normals(trained, subject, tmp_path):
     bad = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(subject),
                               "-o", str(tmp_path / "bad"), "--ref", str(tmp_path / "missing.png")])
     assert bad.exit_code == 2 and "missing.png" in bad.output and not (tmp_path / "bad").exists()
+    big = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(subject),
+                              "-o", str(tmp_path / "big"), "--views", "0,180", "--steps", "2", "--size", str(2 * S)])
+    assert big.exit_code == 0, big.output
+    from PIL import Image
+
+    assert Image.open(tmp_path / "big" / "view_01.png").size == (2 * S, 2 * S)
+    info = json.loads((tmp_path / "big" / "views.json").read_text())
+    assert info["size"] == 2 * S and info["upsampler"] is False  # this prior has none: bilinear
+    tiny = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(subject),
+                               "-o", str(tmp_path / "tiny"), "--size", "8"])
+    assert tiny.exit_code == 2 and "size 8" in tiny.output and not (tmp_path / "tiny").exists()
 
 
 def test_fit_with_the_prior_generates_pseudo_views_and_resumes_identically(trained, subject, tmp_path):

@@ -145,16 +145,16 @@ def test_disk_full_keeps_the_previous_checkpoint(subject, tmp_path, monkeypatch)
     cfg = small_config(iters=20)
     cfg.eval_every, cfg.preview, cfg.checkpoint_every = 0, False, 10
     cfg.init.max_gaussians = 300
-    real_write = train_mod.atomic_write_bytes
+    real_write = train_mod.write_checkpoint
     calls = {"n": 0}
 
-    def full_disk(path, data):
+    def full_disk(path, state):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(path, data)
+        real_write(path, state)
 
-    monkeypatch.setattr(train_mod, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(train_mod, "write_checkpoint", full_disk)
     from gafkit.errors import StoppedError
 
     with pytest.raises(StoppedError, match="could not write the checkpoint"):
@@ -163,7 +163,7 @@ def test_disk_full_keeps_the_previous_checkpoint(subject, tmp_path, monkeypatch)
     assert state["iteration"] == 10
     assert not [p for p in (tmp_path / "full.partial" / "checkpoints").iterdir() if p.name != "latest.pt"]
     # With space again, the same command resumes and finishes.
-    monkeypatch.setattr(train_mod, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(train_mod, "write_checkpoint", real_write)
     run_fit(cfg, subject, tmp_path / "full", device="cpu")
     assert json.loads((tmp_path / "full" / "metrics.json").read_text())["iters"] == 20
 
