@@ -90,6 +90,11 @@ class TrackedDataConfig:
     """Field of view of the framing that crops imitate."""
     distance_m: float = 1.2
     """Camera distance of the framing that crops imitate."""
+    foreground_faces: float = 0.5
+    """Normal maps show only the triangles whose centroid falls inside the foreground masks in at least
+    this share of the frames (:func:`gafkit.render.silhouette.faces_in_masks`): the bust below the
+    tracker's neck cut is background in the images, so it is left out of the normals too. 0 keeps every
+    triangle."""
     flame_model: Path | None = None
     """FLAME model file for sequences tracked with FLAME (or ``$GAFKIT_FLAME_MODEL``)."""
 

@@ -5,7 +5,9 @@ Frames of one person at different head poses serve as views. Per example: an anc
 so that the head rotations relative to the camera are as different as possible, and a reference: a
 random one of the most frontal quarter of the other frames. Every frame is cropped around the tracked
 head centre with the synthetic data's framing (:func:`crop_views`), composited over white with its
-foreground mask, and the tracked mesh's normal maps are rendered with the crop's camera.
+foreground mask, and the tracked mesh's normal maps are rendered with the crop's camera, without the
+triangles that fall outside the sequence's foreground masks (the bust below the neck cut,
+``foreground_faces``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from PIL import Image
 from torch import Tensor
 
@@ -28,7 +30,9 @@ from gafkit.diffusion.shards import FORMAT_VERSION, KIND, ShardWriter, normal_ma
 from gafkit.errors import GafkitError, InputError
 from gafkit.heads import HeadModel, load_head_model
 from gafkit.heads.base import axis_angle_to_matrix, head_center
+from gafkit.recon.data import evenly_spaced
 from gafkit.render.camera import Cameras
+from gafkit.render.silhouette import faces_in_masks
 
 
 def _read(path: Path, mode: str) -> Tensor:
@@ -98,6 +102,21 @@ def head_centers(head: HeadModel, params) -> Float[Tensor, "N 3"]:
     neutral = head(dataclasses.replace(head.zero_params(1), shape=params.shape[:1]))
     center = head_center(head, neutral[0]).expand(params.batch_size, 1, 3)
     return head.pose(center, params)[:, 0]
+
+
+def foreground_faces(seq, head: HeadModel, ids: list[int], min_fraction: float, limit: int = 32
+                     ) -> Int[Tensor, "F 3"]:
+    """The triangles of ``head`` inside the foreground masks of ``seq`` (a tracked sequence), judged on
+    ``limit`` evenly spaced frames of ``ids`` (:func:`gafkit.render.silhouette.faces_in_masks`)."""
+    if min_fraction <= 0:
+        return head.faces
+    ids = evenly_spaced(ids, limit)
+    dev = head.faces.device
+    rows = torch.tensor(ids, device=dev)
+    masks = torch.stack([_read(seq.masks[i], "L")[0] for i in ids]).to(dev)
+    params = seq.params.to(dev)[rows]
+    keep = faces_in_masks(head(params), head.faces, seq.cameras.to(dev)[rows], masks, min_fraction)
+    return head.faces[keep]
 
 
 def _view_rotations(params, cameras: Cameras) -> Float[Tensor, "N 3 3"]:
@@ -187,6 +206,7 @@ def _sequence_examples(seq, head: HeadModel, cfg: TrackedDataConfig, rng: np.ran
     centers = head_centers(head, params)
     expr = torch.cat([params.expr, params.jaw], 1)
     rot = _view_rotations(params, cameras)
+    faces = foreground_faces(seq, head, list(range(len(seq))), cfg.foreground_faces)
     cache: dict[int, Tensor] = {}
     for _ in track(range(cfg.examples_per_sequence), f"prior data tracked: {seq.root.name}"):
         targets, reference = choose_frames(expr, rot, cfg.views, cfg.candidates, rng)
@@ -200,7 +220,7 @@ def _sequence_examples(seq, head: HeadModel, cfg: TrackedDataConfig, rng: np.ran
         sel = torch.tensor(idx, device=dev)
         image, alpha, crop = crop_views(torch.stack([cache[f] for f in idx]), cameras[sel], centers[sel], cfg.size,
                                         cfg.fov_deg, cfg.distance_m, cfg.crop_scale)
-        normals = normal_maps(verts[sel], head.faces, crop)
+        normals = normal_maps(verts[sel], faces, crop)
         writer.add(sid, pack_example(image, alpha, normals, cfg.views, cfg.size))
 
 

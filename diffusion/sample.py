@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from gafkit.artifact import write_artifact
 from gafkit.device import resolve_device
+from gafkit.diffusion.data_tracked import foreground_faces
 from gafkit.diffusion.pipeline import MultiViewPrior
 from gafkit.diffusion.shards import save_image
 from gafkit.diffusion.views import frame_orbit, normal_images
@@ -39,6 +40,9 @@ class SampleConfig:
     """Output image size (None: the prior's); larger sizes go through the prior's upsampler, if any."""
     guidance_scale: float = 2.0
     seed: int = 0
+    foreground_faces: float = 0.5
+    """Normal maps leave out the triangles outside the sequence's foreground masks (the bust below the
+    neck cut; :func:`gafkit.render.silhouette.faces_in_masks`); 0 keeps the whole mesh."""
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -87,7 +91,8 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
     yaw = torch.tensor(cfg.yaw_deg, dtype=torch.float32)
     pitch = torch.tensor(cfg.pitch_deg, dtype=torch.float32).expand_as(yaw)
     cams, verts = frame_orbit(model, params[frame], seq.cameras[frame].to(dev), yaw, pitch, cfg.size or prior.size)
-    normals = normal_images(verts, model.faces, cams.to(dev))
+    faces = foreground_faces(seq, model, train, cfg.foreground_faces)
+    normals = normal_images(verts, faces, cams.to(dev))
     inputs = {"tracked": Path(tracked) / "manifest.json"} | ({"reference": reference} if reference else {})
     with write_artifact(out, SAMPLES_KIND, config=cfg, inputs=inputs, overwrite=overwrite) as art:
         if ref_image is None:

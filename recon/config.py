@@ -140,6 +140,11 @@ class PriorGuidanceConfig:
     pixels off the mesh (:mod:`gafkit.recon.seen_surface`). 0 = the prior supervises every pixel
     (GAF). 0.3 beat 0, 0.5 and 0.8 on a held-out person's novel views and held-out frames
     (benchmarks/RESULTS.md, session 7)."""
+    foreground_faces: float = 0.5
+    """Pseudo views' normal maps (and their ``seen_cos`` weights) leave out the triangles whose centroid
+    falls outside the training frames' foreground masks in more than half (this share) of the frames
+    (:func:`gafkit.render.silhouette.faces_in_masks`): the bust below the tracker's neck cut, which
+    the frames show as background and the prior would otherwise paint. 0 keeps the whole mesh."""
     color_affine: bool = True
     """A per-view affine colour transform absorbs colour disagreements between pseudo views."""
     affine_lr: float = 1e-3

@@ -17,6 +17,8 @@ per-view variation in the same spirit).
 The prior does not copy a person's identity exactly, so where the video saw the surface the frames are
 the better teacher: with ``seen_cos`` each pseudo-view pixel is weighted by how little the training
 frames saw its triangle (:mod:`gafkit.recon.seen_surface`), and the prior paints the sides and back.
+The normal maps leave out the triangles the frames' foreground masks never hold (the bust below the
+neck cut, ``foreground_faces``), so the prior paints background there, as the frames show it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from gafkit.diffusion.views import frame_orbit, head_center, normal_images, sample_orbit
@@ -37,6 +39,7 @@ from gafkit.recon.metrics import photometric_loss
 from gafkit.recon.seen_surface import seen_faces, unseen_weight
 from gafkit.render.camera import Cameras
 from gafkit.render.mesh import rasterize_mesh
+from gafkit.render.silhouette import faces_in_masks
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -77,6 +80,18 @@ def head_crop(image: Float[Tensor, "3 H W"], model: HeadModel, params: HeadParam
     return out[0]
 
 
+def mask_faces(model: HeadModel, params: HeadParams, frames: FrameSet, ids: list[int], min_fraction: float,
+               limit: int = 32) -> Bool[Tensor, " F"]:
+    """Triangles inside the foreground masks of ``limit`` evenly spaced frames of ``ids``
+    (:func:`gafkit.render.silhouette.faces_in_masks`)."""
+    rows = evenly_spaced(ids, limit)
+    dev = model.faces.device
+    with torch.no_grad():
+        verts = model(params[torch.tensor(rows, device=params.expr.device)]).to(dev)
+    masks = frames.masks[torch.tensor(rows, device=frames.masks.device), ..., 0].to(dev)
+    return faces_in_masks(verts, model.faces, frames.cameras[torch.tensor(rows)].to(dev), masks, min_fraction)
+
+
 @dataclasses.dataclass
 class PseudoBatch:
     """One regeneration: V cameras around frame ``frame``'s head, their pseudo ground truth and the
@@ -113,6 +128,11 @@ class PseudoViews:
         self.affine_opt: torch.optim.Optimizer | None = None
         self.bg = torch.tensor(WHITE, device=device)
         self.seen = seen_faces(model, params, frames.cameras, train_ids) if cfg.seen_cos > 0 else None
+        self.faces = model.faces
+        if cfg.foreground_faces > 0:
+            keep = mask_faces(model, params, frames, train_ids, cfg.foreground_faces)
+            self.faces = model.faces[keep]
+            self.seen = None if self.seen is None else self.seen[keep]
         self.generate_time = 0.0
         self.generations = 0
 
@@ -144,7 +164,7 @@ class PseudoViews:
     def _weight(self, cams: Cameras, verts: Tensor) -> Tensor | None:
         if self.seen is None:
             return None
-        tri = rasterize_mesh(verts.expand(len(cams), -1, -1), self.model.faces, cams).tri_id
+        tri = rasterize_mesh(verts.expand(len(cams), -1, -1), self.faces, cams).tri_id
         return unseen_weight(self.seen, tri, self.cfg.seen_cos).to(self.device)
 
     @torch.no_grad()
@@ -159,7 +179,7 @@ class PseudoViews:
         cams, verts, params = self._cameras(frame, yaw, pitch)
         renders = render_avatar(avatar, self.model, params, cams, bg=self.bg, sh_degree=sh_degree,
                                 backend=backend).rgb.permute(0, 3, 1, 2)
-        normals = normal_images(verts, self.model.faces, cams)
+        normals = normal_images(verts, self.faces, cams)
         strength = self.strength(iteration)
         targets = self.prior.pseudo_ground_truth(
             renders[None].to(self.prior.device), normals[None].to(self.prior.device),

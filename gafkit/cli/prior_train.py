@@ -81,12 +81,15 @@ def sample(
         help="Output size [default: the prior's]; larger goes through the prior's upsampler when it has one.")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 2.0,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    foreground_faces: Annotated[float, typer.Option(
+        help="Leave out of the normals the triangles outside the foreground masks in more than this share "
+             "of the frames (the bust below the neck cut); 0 keeps the whole mesh.")] = 0.5,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT.")] = False,
 ) -> None:
     """Generate views around a tracked head from one reference image; writes each next to its normal map."""
     from gafkit.diffusion.sample import SampleConfig, run_sample
 
     cfg = SampleConfig(yaw_deg=_floats(views, "--views"), pitch_deg=_floats(pitch, "--pitch"), frame=frame,
-                       steps=steps, size=size, guidance_scale=guidance, seed=seed)
+                       steps=steps, size=size, guidance_scale=guidance, seed=seed, foreground_faces=foreground_faces)
     run_sample(cfg, prior, tracked, out, reference=ref, device=options.device, overwrite=overwrite)
     typer.echo(str(out))

@@ -264,6 +264,29 @@ def test_prior_sample_writes_views_next_to_normals(trained, subject, tmp_path):
     assert tiny.exit_code == 2 and "size 8" in tiny.output and not (tmp_path / "tiny").exists()
 
 
+def test_prior_sample_normals_leave_out_what_the_masks_cut(trained, subject, tmp_path):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    cut = tmp_path / "cut"
+    shutil.copytree(subject, cut)
+    for png in sorted((cut / "fg_masks").glob("*.png")):
+        m = np.asarray(Image.open(png)).copy()
+        m[m.shape[0] // 2:] = 0
+        Image.fromarray(m).save(png)
+
+    def coverage(share):
+        out = tmp_path / f"s{share}"
+        r = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(cut), "-o", str(out),
+                                "--views", "0", "--steps", "1", "--foreground-faces", str(share)])
+        assert r.exit_code == 0, r.output
+        return (np.asarray(Image.open(out / "normal_00.png")).sum(-1) > 0).mean()
+
+    assert coverage(0.5) < 0.8 * coverage(0)
+
+
 def test_fit_with_the_prior_generates_pseudo_views_and_resumes_identically(trained, subject, tmp_path):
     from gafkit.recon.config import FitConfig
     from gafkit.recon.train import run_fit
@@ -398,3 +421,36 @@ def test_prior_train_on_two_processes_averages_their_gradients_and_resumes(data,
     w2 = load_file(two / "denoiser" / "diffusion_pytorch_model.safetensors")
     assert w1.keys() == w2.keys()
     assert max(float((w1[k].float() - w2[k].float()).abs().max()) for k in w1) > 1e-4
+
+
+def test_pseudo_views_leave_out_triangles_outside_the_masks(trained, subject):
+    """Masks cut below the head (the tracker's neck cut): the pseudo views' normal maps and weights use
+    only the triangles inside them, so off-mesh pixels (weight 1, the prior's background) grow."""
+    from fit_setup import make_trainer
+
+    from gafkit.recon.config import FitConfig
+    from gafkit.recon.prior_guidance import PseudoViews, mask_faces
+
+    cfg = FitConfig(iters=4, eval_every=0, preview=False)
+    cfg.init.max_gaussians = 300
+    cfg.prior.path, cfg.prior.views, cfg.prior.steps, cfg.prior.seen_cos = str(trained), V, 2, 0.5
+    trainer = make_trainer(subject, cfg)
+    frames, model = trainer.frames, trainer.model
+    # Synthetic masks hold the whole mesh (but for a triangle or so on the 64-px masks' edge).
+    assert mask_faces(model, trainer.base, frames, trainer.train_ids, 0.5).float().mean() > 0.999
+    frames.masks[:, frames.masks.shape[1] // 2:] = 0
+    keep = mask_faces(model, trainer.base, frames, trainer.train_ids, 0.5)
+    assert 0.2 < keep.float().mean() < 0.8
+
+    def views(share):
+        cfg.prior.foreground_faces = share
+        p = PseudoViews(cfg.prior, trainer.pseudo.prior, model, trainer.base, frames, trainer.train_ids, 4,
+                        torch.device("cpu"), 0)
+        cams, verts, _ = p._cameras(p.ref_frame, torch.tensor([0.0, 90.0]), torch.zeros(2))
+        return p, p._weight(cams, verts)
+
+    carved, w_carved = views(0.5)
+    whole, w_whole = views(0.0)
+    assert carved.faces.shape[0] == int(keep.sum()) and whole.faces.shape[0] == model.faces.shape[0]
+    assert carved.seen.shape[0] == carved.faces.shape[0]
+    assert (w_carved == 1).float().mean() > (w_whole == 1).float().mean() + 0.05
