@@ -106,3 +106,27 @@ def test_normals_leave_out_what_the_masks_cut(sequences, tmp_path):
 
     carved, whole = outside(tmp_path / "a"), outside(tmp_path / "b", "--set", "foreground_faces=0")
     assert whole > 0.3 and carved < 0.05, (carved, whole)  # measured: 0.015 and 0.50
+
+
+def test_pack_round_trip_for_the_gpu_machine(data, tmp_path):
+    """scripts/prior_data_pack.py: a split packed as JPEG/PNG and unpacked loads like the original."""
+    import importlib.util
+    from pathlib import Path
+
+    from gafkit.diffusion.dataset import load_split
+
+    spec = importlib.util.spec_from_file_location(
+        "prior_data_pack", Path(__file__).parents[2] / "scripts" / "prior_data_pack.py")
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    pack.pack(data, tmp_path / "h.tar", "heldout", None, True, 95)
+    pack.unpack(tmp_path / "h.tar", tmp_path / "h")
+    a, b = load_split([tmp_path / "h"], "heldout"), load_split([data], "heldout")
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    assert torch.equal(a["subject"], b["subject"])
+    for key in ("reference", "images", "normals"):
+        assert (a[key].float() - b[key].float()).abs().mean() < 8, key  # 32-px JPEG; 256 px: about 1
+    assert ((a["masks"] > 127) == (b["masks"] > 127)).float().mean() > 0.99
+    pack.pack(data, tmp_path / "t.tar", "train", None, False, 90)  # training reads no masks: all 255
+    pack.unpack(tmp_path / "t.tar", tmp_path / "t")
+    assert (load_split([tmp_path / "t"], "train")["masks"] == 255).all()
