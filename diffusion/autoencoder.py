@@ -222,6 +222,13 @@ class TinyAutoencoder(ModelMixin, ConfigMixin):
         return self.decode(self.encode(images))
 
 
+def encode_chunk(device: torch.device) -> int:
+    """Images per autoencoder call when encoding a data set: large batches on a GPU; on a CPU the
+    activations of a big batch outgrow the caches (measured on 2 cores at 256 px: 0.33-0.38 s per
+    image in batches of 4, 1.1 s in batches of 64)."""
+    return 64 if torch.device(device).type == "cuda" else 4
+
+
 def load_default_autoencoder(device: torch.device | str | None = None, dtype: torch.dtype | None = None
                              ) -> TinyAutoencoder:
     """The packaged taef2 autoencoder in eval mode with frozen weights (float32 on CPU unless given)."""

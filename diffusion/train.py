@@ -25,6 +25,7 @@ from torch import Tensor
 from gafkit.artifact import write_artifact, write_checkpoint
 from gafkit.console import log, track
 from gafkit.device import resolve_device
+from gafkit.diffusion.autoencoder import encode_chunk
 from gafkit.diffusion.dataset import load_split
 from gafkit.diffusion.evaluate import evaluate_prior, sample_grid
 from gafkit.diffusion.pipeline import MultiViewPrior, build_prior
@@ -32,7 +33,6 @@ from gafkit.diffusion.train_config import PriorModelConfig, PriorTrainConfig
 from gafkit.errors import GafkitError, StoppedError
 
 PRIOR_KIND = "prior"
-ENCODE_CHUNK = 64
 
 
 class EMA:
@@ -65,8 +65,9 @@ def encode_examples(prior: MultiViewPrior, data: dict[str, Tensor], dtype: torch
         flat = x.flatten(0, 1) if x.ndim == 5 else x
         parts = []
         with torch.no_grad():
-            for i in range(0, len(flat), ENCODE_CHUNK):
-                chunk = flat[i:i + ENCODE_CHUNK].to(prior.device).float() / 255
+            step = encode_chunk(prior.device)
+            for i in range(0, len(flat), step):
+                chunk = flat[i:i + step].to(prior.device).float() / 255
                 parts.append(prior.encode(chunk).to(dtype))
         lat = torch.cat(parts)
         out[key] = lat.unflatten(0, x.shape[:2]) if x.ndim == 5 else lat

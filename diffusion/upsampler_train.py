@@ -27,14 +27,14 @@ from torch import Tensor
 from gafkit.artifact import write_artifact, write_checkpoint
 from gafkit.console import log, track
 from gafkit.device import resolve_device
-from gafkit.diffusion.autoencoder import load_default_autoencoder
+from gafkit.diffusion.autoencoder import encode_chunk, load_default_autoencoder
 from gafkit.diffusion.dataset import load_split
 from gafkit.diffusion.upsampler import ImageUpsampler
 from gafkit.errors import GafkitError
 from gafkit.recon.metrics import psnr
 
 UPSAMPLER_KIND = "upsampler"
-CHUNK = 32
+CHUNK = 32  # views per upsampler call in evaluation
 
 
 @dataclasses.dataclass
@@ -80,8 +80,9 @@ def training_images(data: dict[str, Tensor], *, through_autoencoder: bool, devic
     ae = load_default_autoencoder().to(device) if through_autoencoder else None
     lows = []
     with torch.no_grad():
-        for i in range(0, len(high), CHUNK):
-            x = high[i:i + CHUNK].to(device).float() / 255
+        step = encode_chunk(device)
+        for i in range(0, len(high), step):
+            x = high[i:i + step].to(device).float() / 255
             low = F.interpolate(x, size=(h // 2, w // 2), mode="bilinear", antialias=True, align_corners=False)
             if ae is not None:
                 low = ae.decode(ae.encode(low)).float().clamp(0, 1)
