@@ -113,11 +113,18 @@ class PriorTrainer:
         self.noise_sched = self.prior.scheduler
         self.alphas = self.noise_sched.alphas_cumprod.to(device)
 
+    @property
+    def _store_dtype(self) -> torch.dtype:
+        # bf16 storage halves the resident latents; a step upcasts what it samples.
+        return torch.bfloat16 if self.accelerator.device.type == "cuda" else torch.float32
+
     def load_examples(self, data: dict[str, Tensor]) -> None:
         """Encode the uint8 examples of :func:`load_split` once; they stay on the device."""
-        # bf16 storage halves the resident latents; a step upcasts what it samples.
-        store = torch.bfloat16 if self.accelerator.device.type == "cuda" else torch.float32
-        self.latents = encode_examples(self.prior, data, store)
+        self.latents = encode_examples(self.prior, data, self._store_dtype)
+
+    def set_latents(self, latents: dict[str, Tensor]) -> None:
+        """Latents encoded earlier (:meth:`load_examples`'s ``latents``, e.g. from a resumed run)."""
+        self.latents = {k: v.to(self.prior.device, self._store_dtype) for k, v in latents.items()}
 
     @property
     def n(self) -> int:
@@ -231,9 +238,18 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     with write_artifact(out, PRIOR_KIND, config=cfg, inputs=inputs, overwrite=overwrite, resumable=True) as art:
+        # Encoded latents are kept beside the checkpoint: a resumed CPU run skips the encoding (25 min
+        # for 3,780 images at 256 px on 2 cores). write_artifact reuses the folder only for the same
+        # data and config, so the cache always matches.
+        cache = art.dir / "checkpoints" / "latents.pt"
         with art.timed("encode"):
             trainer = PriorTrainer(cfg, dev)
-            trainer.load_examples(train_data)
+            if cache.is_file():
+                trainer.set_latents(torch.load(cache, map_location="cpu", weights_only=True))
+                log.info("prior train: %d examples' latents from %s", trainer.n, cache)
+            else:
+                trainer.load_examples(train_data)
+                write_checkpoint(cache, {k: v.cpu() for k, v in trainer.latents.items()})
         del train_data
         ckpt = art.dir / "checkpoints" / "latest.pt"  # absent unless write_artifact resumed the folder
         _resume(trainer, ckpt)
@@ -253,6 +269,7 @@ def run_prior_train(cfg: PriorTrainConfig, data: list[str | Path], out: str | Pa
         prior.save_pretrained(art.dir, dtype="int8" if cfg.save_dtype == "int8" else getattr(torch, cfg.save_dtype))
         (art.dir / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
         ckpt.unlink(missing_ok=True)  # optimizer state is 3x the weights: not part of the prior
+        cache.unlink(missing_ok=True)
         art.manifest.extra = {k: metrics[k] for k in ("psnr", "ssim", "steps", "examples") if k in metrics}
         log.info("prior: %d steps on %d examples, held-out PSNR %.2f dB", trainer.step, trainer.n,
                  metrics.get("psnr", math.nan))

@@ -177,18 +177,28 @@ def test_prior_train_writes_a_loadable_prior_with_logs_grids_and_metrics(trained
     assert next(prior.denoiser.parameters()).dtype == torch.float32  # saved fp16, loaded as asked
 
 
-def test_prior_train_resumes_after_a_time_limit(data, trained, tmp_path):
+def test_prior_train_resumes_after_a_time_limit(data, trained, tmp_path, monkeypatch):
+    import gafkit.diffusion.train as train_mod
+
     out = tmp_path / "prior"
     args = ["--device", "cpu", "prior", "train", "--data", str(data), "-o", str(out), "--preset", "tiny",
             "--steps", "12"]
     stopped = runner.invoke(app, [*args, "--time-limit", "0"])
     assert stopped.exit_code == 1 and "time limit" in stopped.output
     ckpt = tmp_path / "prior.partial" / "checkpoints" / "latest.pt"
-    assert torch.load(ckpt, weights_only=False)["step"] == 1
-    again = runner.invoke(app, [*args, "--time-limit", "0"])
+    cache = ckpt.with_name("latents.pt")
+    assert torch.load(ckpt, weights_only=False)["step"] == 1 and cache.is_file()
+
+    def no_encoding(*a, **k):
+        raise AssertionError("a resumed run re-encoded its data")
+
+    with monkeypatch.context() as m:  # the resumed run reads the cached latents instead of encoding
+        m.setattr(train_mod, "encode_examples", no_encoding)
+        again = runner.invoke(app, [*args, "--time-limit", "0"])
     assert again.exit_code == 1 and torch.load(ckpt, weights_only=False)["step"] == 2  # continued, not restarted
     done = runner.invoke(app, args)  # the limit is not part of the job: the run continues to the end
     assert done.exit_code == 0, done.output
+    assert not (out / "checkpoints" / "latents.pt").exists()
     # Same weights as the uninterrupted run of the `trained` fixture (same data, config and seed).
     from safetensors.torch import load_file
 
