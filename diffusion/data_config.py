@@ -92,9 +92,9 @@ class TrackedDataConfig:
     """Camera distance of the framing that crops imitate."""
     foreground_faces: float = 0.5
     """Normal maps show only the triangles whose centroid falls inside the foreground masks in at least
-    this share of the frames (:func:`gafkit.render.silhouette.faces_in_masks`): the bust below the
-    tracker's neck cut is background in the images, so it is left out of the normals too. 0 keeps every
-    triangle."""
+    this share of the frames (:func:`gafkit.render.silhouette.carve_bust`): the bust below the
+    tracker's neck cut is background in the images, so it is left out of the normals too, and so is the
+    inside of the carved mesh (back faces are culled). 0 keeps every triangle."""
     flame_model: Path | None = None
     """FLAME model file for sequences tracked with FLAME (or ``$GAFKIT_FLAME_MODEL``)."""
 

@@ -32,7 +32,7 @@ from gafkit.heads import HeadModel, load_head_model
 from gafkit.heads.base import axis_angle_to_matrix, head_center
 from gafkit.recon.data import evenly_spaced
 from gafkit.render.camera import Cameras
-from gafkit.render.silhouette import faces_in_masks
+from gafkit.render.silhouette import carve_bust
 
 
 def _read(path: Path, mode: str) -> Tensor:
@@ -106,8 +106,8 @@ def head_centers(head: HeadModel, params) -> Float[Tensor, "N 3"]:
 
 def foreground_faces(seq, head: HeadModel, ids: list[int], min_fraction: float, limit: int = 32
                      ) -> Int[Tensor, "F 3"]:
-    """The triangles of ``head`` inside the foreground masks of ``seq`` (a tracked sequence), judged on
-    ``limit`` evenly spaced frames of ``ids`` (:func:`gafkit.render.silhouette.faces_in_masks`)."""
+    """The triangles of ``head`` but its bust outside the foreground masks of ``seq`` (a tracked
+    sequence), judged on ``limit`` evenly spaced frames of ``ids`` (:func:`gafkit.render.silhouette.carve_bust`)."""
     if min_fraction <= 0:
         return head.faces
     ids = evenly_spaced(ids, limit)
@@ -115,7 +115,7 @@ def foreground_faces(seq, head: HeadModel, ids: list[int], min_fraction: float, 
     rows = torch.tensor(ids, device=dev)
     masks = torch.stack([_read(seq.masks[i], "L")[0] for i in ids]).to(dev)
     params = seq.params.to(dev)[rows]
-    keep = faces_in_masks(head(params), head.faces, seq.cameras.to(dev)[rows], masks, min_fraction)
+    keep = carve_bust(head, head(params), seq.cameras.to(dev)[rows], masks, min_fraction)
     return head.faces[keep]
 
 
@@ -220,7 +220,7 @@ def _sequence_examples(seq, head: HeadModel, cfg: TrackedDataConfig, rng: np.ran
         sel = torch.tensor(idx, device=dev)
         image, alpha, crop = crop_views(torch.stack([cache[f] for f in idx]), cameras[sel], centers[sel], cfg.size,
                                         cfg.fov_deg, cfg.distance_m, cfg.crop_scale)
-        normals = normal_maps(verts[sel], faces, crop)
+        normals = normal_maps(verts[sel], faces, crop, cull_back=cfg.foreground_faces > 0)
         writer.add(sid, pack_example(image, alpha, normals, cfg.views, cfg.size))
 
 

@@ -18,8 +18,8 @@ from gafkit.artifact import write_artifact
 from gafkit.device import resolve_device
 from gafkit.diffusion.data_tracked import foreground_faces
 from gafkit.diffusion.pipeline import MultiViewPrior
-from gafkit.diffusion.shards import save_image
-from gafkit.diffusion.views import frame_orbit, normal_images
+from gafkit.diffusion.shards import normal_maps, save_image
+from gafkit.diffusion.views import frame_orbit
 from gafkit.errors import GafkitError, InputError
 
 SAMPLES_KIND = "prior-samples"
@@ -42,7 +42,7 @@ class SampleConfig:
     seed: int = 0
     foreground_faces: float = 0.5
     """Normal maps leave out the triangles outside the sequence's foreground masks (the bust below the
-    neck cut; :func:`gafkit.render.silhouette.faces_in_masks`); 0 keeps the whole mesh."""
+    neck cut; :func:`gafkit.render.silhouette.carve_bust`) and cull back faces; 0 keeps the whole mesh."""
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -92,7 +92,7 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
     pitch = torch.tensor(cfg.pitch_deg, dtype=torch.float32).expand_as(yaw)
     cams, verts = frame_orbit(model, params[frame], seq.cameras[frame].to(dev), yaw, pitch, cfg.size or prior.size)
     faces = foreground_faces(seq, model, train, cfg.foreground_faces)
-    normals = normal_images(verts, faces, cams.to(dev))
+    normals = normal_maps(verts, faces, cams.to(dev), cull_back=cfg.foreground_faces > 0)
     inputs = {"tracked": Path(tracked) / "manifest.json"} | ({"reference": reference} if reference else {})
     with write_artifact(out, SAMPLES_KIND, config=cfg, inputs=inputs, overwrite=overwrite) as art:
         if ref_image is None:

@@ -120,11 +120,15 @@ class ShardWriter:
         return {s: sum(int(sh["count"]) for sh in self.shards if sh["split"] == s) for s in SPLITS}
 
 
-def normal_maps(vertices: Float[Tensor, "C V 3"], faces: Tensor, cameras, backend: str = "auto"
-                ) -> Float[Tensor, "C 3 H W"]:
-    """Camera-space normal maps encoded as the fit renders them: ``normals_to_rgb(render_normals(...)[0])``
-    (background black), channels first."""
+def normal_maps(vertices: Float[Tensor, "C V 3"] | Float[Tensor, "V 3"], faces: Tensor, cameras, *,
+                cull_back: bool = False, backend: str = "auto") -> Float[Tensor, "C 3 H W"]:
+    """The prior's normal condition, in training data and in the fit alike: camera-space normal maps
+    as RGB in [0, 1] (``normals_to_rgb``; background black), channels first. One mesh [V, 3] is seen
+    by every camera. ``cull_back``: the inside of a mesh carved by the foreground masks is background,
+    as it is in the person's images (:func:`gafkit.render.mesh.render_normals`)."""
     from gafkit.render.mesh import normals_to_rgb, render_normals
 
-    normals, _ = render_normals(vertices, faces, cameras, backend=backend)
+    if vertices.dim() == 2:
+        vertices = vertices.expand(len(cameras), -1, -1)
+    normals, _ = render_normals(vertices, faces, cameras, cull_back=cull_back, backend=backend)
     return normals_to_rgb(normals).permute(0, 3, 1, 2)

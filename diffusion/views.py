@@ -8,7 +8,7 @@ Angles are in the head's own frame: yaw turns about the head's up axis (0 = the 
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix, head_center
@@ -54,13 +54,4 @@ def frame_orbit(model: HeadModel, params: HeadParams, camera: Cameras, yaw_deg: 
     return cams, verts
 
 
-def normal_images(verts: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"], cameras: Cameras, *,
-                  backend: str = "auto") -> Float[Tensor, "C 3 H W"]:
-    """The prior's normal condition: camera-space normal maps as RGB in [0, 1] (black background)."""
-    from gafkit.render.mesh import normals_to_rgb, render_normals
-
-    normals, _ = render_normals(verts.expand(len(cameras), -1, -1), faces, cameras, backend=backend)
-    return normals_to_rgb(normals).permute(0, 3, 1, 2)
-
-
-__all__ = ["frame_orbit", "head_center", "normal_images", "orbit_cameras", "sample_orbit"]
+__all__ = ["frame_orbit", "head_center", "orbit_cameras", "sample_orbit"]

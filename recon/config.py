@@ -143,8 +143,9 @@ class PriorGuidanceConfig:
     foreground_faces: float = 0.5
     """Pseudo views' normal maps (and their ``seen_cos`` weights) leave out the triangles whose centroid
     falls outside the training frames' foreground masks in more than half (this share) of the frames
-    (:func:`gafkit.render.silhouette.faces_in_masks`): the bust below the tracker's neck cut, which
-    the frames show as background and the prior would otherwise paint. 0 keeps the whole mesh."""
+    (:func:`gafkit.render.silhouette.carve_bust`): the bust below the tracker's neck cut, which
+    the frames show as background and the prior would otherwise paint; back faces (the inside, seen
+    through the cut) are culled too. 0 keeps the whole mesh."""
     color_affine: bool = True
     """A per-view affine colour transform absorbs colour disagreements between pseudo views."""
     affine_lr: float = 1e-3

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from gafkit.diffusion.views import frame_orbit, head_center, normal_images, sample_orbit
+from gafkit.diffusion.shards import normal_maps
+from gafkit.diffusion.views import frame_orbit, head_center, sample_orbit
 from gafkit.heads.base import HeadModel, HeadParams, axis_angle_to_matrix
 from gafkit.recon.avatar import GaussianAvatar, render_avatar
 from gafkit.recon.config import PriorGuidanceConfig
@@ -39,7 +40,7 @@ from gafkit.recon.metrics import photometric_loss
 from gafkit.recon.seen_surface import seen_faces, unseen_weight
 from gafkit.render.camera import Cameras
 from gafkit.render.mesh import rasterize_mesh
-from gafkit.render.silhouette import faces_in_masks
+from gafkit.render.silhouette import carve_bust
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -82,14 +83,14 @@ def head_crop(image: Float[Tensor, "3 H W"], model: HeadModel, params: HeadParam
 
 def mask_faces(model: HeadModel, params: HeadParams, frames: FrameSet, ids: list[int], min_fraction: float,
                limit: int = 32) -> Bool[Tensor, " F"]:
-    """Triangles inside the foreground masks of ``limit`` evenly spaced frames of ``ids``
-    (:func:`gafkit.render.silhouette.faces_in_masks`)."""
+    """Triangles to keep: all but the bust outside the foreground masks of ``limit`` evenly spaced frames
+    of ``ids`` (:func:`gafkit.render.silhouette.carve_bust`)."""
     rows = evenly_spaced(ids, limit)
     dev = model.faces.device
     with torch.no_grad():
         verts = model(params[torch.tensor(rows, device=params.expr.device)]).to(dev)
     masks = frames.masks[torch.tensor(rows, device=frames.masks.device), ..., 0].to(dev)
-    return faces_in_masks(verts, model.faces, frames.cameras[torch.tensor(rows)].to(dev), masks, min_fraction)
+    return carve_bust(model, verts, frames.cameras[torch.tensor(rows)].to(dev), masks, min_fraction)
 
 
 @dataclasses.dataclass
@@ -179,7 +180,7 @@ class PseudoViews:
         cams, verts, params = self._cameras(frame, yaw, pitch)
         renders = render_avatar(avatar, self.model, params, cams, bg=self.bg, sh_degree=sh_degree,
                                 backend=backend).rgb.permute(0, 3, 1, 2)
-        normals = normal_images(verts, self.faces, cams)
+        normals = normal_maps(verts, self.faces, cams, cull_back=self.cfg.foreground_faces > 0)
         strength = self.strength(iteration)
         targets = self.prior.pseudo_ground_truth(
             renders[None].to(self.prior.device), normals[None].to(self.prior.device),

@@ -224,6 +224,7 @@ def render_normals(
     space: Literal["camera", "world"] = "camera",
     smooth: bool = True,
     antialias: bool = False,
+    cull_back: bool = False,
     backend: Backend = "auto",
 ) -> tuple[Float[Tensor, "C H W 3"], Bool[Tensor, "C H W"]]:
     """Normal maps: unit normals where covered, 0 elsewhere.
@@ -234,6 +235,8 @@ def render_normals(
         smooth: interpolate area-weighted vertex normals (renormalized per pixel); ``False`` gives the
             flat face normal of each pixel's triangle.
         antialias: blend silhouette edges with the background (edge normals get shorter than 1).
+        cull_back: pixels whose triangle faces away from the camera (the inside of an open mesh, seen
+            through a cut) are background. Triangles must wind counter-clockwise seen from outside.
 
     Returns:
         normals [C, H, W, 3], mask [C, H, W].
@@ -260,9 +263,26 @@ def render_normals(
                 normals = _rotate(normals, cams)
             batch = torch.arange(normals.shape[0], device=normals.device)[:, None, None]
             n = normals[batch, raster.tri_id.clamp(min=0)]
-        return torch.where(raster.mask[..., None], n, torch.zeros_like(n))
+        covered = raster.mask & _front_facing(vertices, faces, raster, cams) if cull_back else raster.mask
+        return torch.where(covered[..., None], n, torch.zeros_like(n))
 
-    return _render(shade, vertices, faces, cameras, antialias, backend)
+    image, mask = _render(shade, vertices, faces, cameras, antialias, backend)
+    if cull_back:
+        mask = mask & (image.abs().sum(-1) > 0)
+    return image, mask
+
+
+def _front_facing(vertices: Tensor, faces: Tensor, raster: MeshRaster, cameras: Cameras) -> Bool[Tensor, "C H W"]:
+    """Whether each pixel's triangle faces the camera: its normal against the ray through the pixel centre."""
+    normals = _rotate(face_normals(vertices, faces), cameras)  # [C, F, 3], camera space
+    batch = torch.arange(normals.shape[0], device=normals.device)[:, None, None]
+    n = normals[batch, raster.tri_id.clamp(min=0)]  # [C, H, W, 3]
+    h, w = raster.tri_id.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, device=n.device) + 0.5, torch.arange(w, device=n.device) + 0.5,
+                            indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).to(n.dtype)  # [H, W, 3]
+    rays = torch.einsum("cij,hwj->chwi", torch.linalg.inv(cameras.K.to(n.dtype)), pix)
+    return (n * rays).sum(-1) < 0
 
 
 def normals_to_rgb(

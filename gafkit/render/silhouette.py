@@ -8,7 +8,8 @@ examples teach it nothing consistent. :func:`faces_in_masks` carves the mesh wit
 triangle is kept when its centroid projects into the foreground in at least ``min_fraction`` of the
 frames whose image it projects into. Occlusion is ignored on purpose, as in a visual hull: the back
 of the head projects into the hair's silhouette and stays; the bust, front and back, projects below
-the cut and goes.
+the cut and goes. :func:`bust_faces` limits the carving to the triangles below the chin, so a mask that
+misses some hair, or a tracked skull a little larger than the person's, cannot punch holes in the head.
 """
 
 from __future__ import annotations
@@ -59,4 +60,22 @@ def faces_in_masks(verts: Float[Tensor, "N V 3"], faces: Int[Tensor, "F 3"], cam
     return (held == 0) | (inside >= min_fraction * held)
 
 
-__all__ = ["faces_in_masks"]
+def bust_faces(model) -> Bool[Tensor, " F"]:
+    """Triangles of a head model below its chin: centroid lower (template, +Y up) than every face
+    landmark. All triangles when the model has no landmark embedding."""
+    if model.landmarks is None:
+        return torch.ones(model.faces.shape[0], dtype=torch.bool, device=model.faces.device)
+    template = model.template[None]
+    chin = model.landmarks.points(template, model.faces)[0, :, 1].min()
+    return template[0, model.faces.long()].mean(1)[:, 1] < chin
+
+
+def carve_bust(model, verts: Float[Tensor, "N V 3"], cameras: Cameras, masks: Float[Tensor, "N H W"],
+               min_fraction: float) -> Bool[Tensor, " F"]:
+    """Triangles to keep in normal maps of a head seen in frames with foreground ``masks``: all but those
+    below the chin (:func:`bust_faces`) that fall outside the masks (:func:`faces_in_masks`)."""
+    inside = faces_in_masks(verts, model.faces, cameras, masks, min_fraction)
+    return inside | ~bust_faces(model)
+
+
+__all__ = ["bust_faces", "carve_bust", "faces_in_masks"]

@@ -86,8 +86,8 @@ def test_bad_inputs_exit_2_and_leave_nothing(sequences, tmp_path):
 
 
 def test_normals_leave_out_what_the_masks_cut(sequences, tmp_path):
-    """With the lower part of every mask cut (as the tracker cuts the neck), the normal maps leave out
-    the triangles there by default, and keep them with ``foreground_faces=0``."""
+    """With the lower part of every mask cut below the chin (as the tracker cuts the neck), the normal
+    maps leave out the triangles there by default, and keep them with ``foreground_faces=0``."""
     import numpy as np
     from PIL import Image
 
@@ -95,7 +95,7 @@ def test_normals_leave_out_what_the_masks_cut(sequences, tmp_path):
     shutil.copytree(sequences[0], cut)
     for png in sorted((cut / "fg_masks").glob("*.png")):
         m = np.asarray(Image.open(png)).copy()
-        m[int(m.shape[0] * 0.55):] = 0
+        m[int(m.shape[0] * 0.65):] = 0
         Image.fromarray(m).save(png)
 
     def outside(out, *extra):
@@ -105,7 +105,7 @@ def test_normals_leave_out_what_the_masks_cut(sequences, tmp_path):
         return float((mesh & ~fg).sum() / mesh.sum())
 
     carved, whole = outside(tmp_path / "a"), outside(tmp_path / "b", "--set", "foreground_faces=0")
-    assert whole > 0.3 and carved < 0.05, (carved, whole)  # measured: 0.015 and 0.50
+    assert whole > 0.3 and carved < 0.05, (carved, whole)  # measured: 0.027 and 0.41
 
 
 def test_pack_round_trip_for_the_gpu_machine(data, tmp_path):

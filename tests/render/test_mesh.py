@@ -202,3 +202,22 @@ def test_backends_and_errors():
     # Geometry behind the near plane is dropped, not drawn mirrored.
     behind = verts[None] + torch.tensor([0.0, 0.0, -5.0])
     assert not rasterize_mesh(behind, faces, cams).mask.any()
+
+
+def test_cull_back_shows_the_inside_of_a_cut_sphere_as_background():
+    """A sphere with its lower cap cut away, seen from below: without culling the inside shows through
+    the cut; with it those pixels are background, and a closed sphere loses nothing."""
+    verts, faces = icosphere(24)
+    cams = Cameras.look_at(torch.tensor([[0.0, -3.0, 0.5]]), torch.zeros(1, 3), fov_deg=45, width=64, height=64)
+    closed, mask = render_normals(verts[None], faces, cams, backend="torch")
+    culled, cmask = render_normals(verts[None], faces, cams, cull_back=True, backend="torch")
+    assert torch.equal(mask, cmask) and torch.equal(closed, culled)
+    cut = faces[verts[faces].mean(1)[:, 1] > -0.6]  # the cap facing the camera is gone
+    inside, imask = render_normals(verts[None], cut, cams, backend="torch")
+    outside, omask = render_normals(verts[None], cut, cams, cull_back=True, backend="torch")
+    # Through the cut the nearest surface is the far wall's inside: its normal points away (camera +z).
+    seen_inside = imask & (inside[..., 2] > 0)
+    assert seen_inside.float().mean() > 0.05
+    assert not (omask & seen_inside).any() and (outside[seen_inside] == 0).all()
+    # Elsewhere the outside stays (the two tests of facing differ only along the cut's rim).
+    assert (omask != (imask & ~seen_inside)).sum() <= 0.04 * imask.sum()  # measured: 58 of 2284

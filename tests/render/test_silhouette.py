@@ -49,3 +49,21 @@ def test_share_of_frames_and_no_evidence():
     # Behind the camera is no evidence either.
     behind, f = _mesh((0.0, 0.0, -1.0))
     assert faces_in_masks(behind, f, _camera(), torch.zeros(1, H, W)).tolist() == [True]
+
+
+def test_carving_spares_everything_above_the_chin():
+    """Masks that hold nothing at all: only the bust (below the lowest face landmark) is carved; the
+    head keeps its triangles, so a mask missing some hair cannot punch a hole in the scalp."""
+    from gafkit.heads import load_head_model
+    from gafkit.render.silhouette import bust_faces, carve_bust
+
+    model = load_head_model("ict")
+    bust = bust_faces(model)
+    chin = model.landmarks.points(model.template[None], model.faces)[0, :, 1].min()
+    y = model.template[model.faces].mean(1)[:, 1]
+    assert torch.equal(bust, y < chin) and 0.02 < bust.float().mean() < 0.5
+    verts = model.template[None]
+    cam = Cameras.look_at(torch.tensor([[0.0, 0.0, 1.0]]), verts[0].mean(0, keepdim=True), fov_deg=30,
+                          width=W, height=H)
+    keep = carve_bust(model, verts, cam, torch.zeros(1, H, W), 0.5)
+    assert torch.equal(keep, ~bust)
