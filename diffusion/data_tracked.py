@@ -111,12 +111,9 @@ def foreground_faces(seq, head: HeadModel, ids: list[int], min_fraction: float, 
     if min_fraction <= 0:
         return head.faces
     ids = evenly_spaced(ids, limit)
-    dev = head.faces.device
-    rows = torch.tensor(ids, device=dev)
-    masks = torch.stack([_read(seq.masks[i], "L")[0] for i in ids]).to(dev)
-    params = seq.params.to(dev)[rows]
-    keep = carve_bust(head, head(params), seq.cameras.to(dev)[rows], masks, min_fraction)
-    return head.faces[keep]
+    rows = torch.tensor(ids)
+    masks = torch.stack([_read(seq.masks[i], "L")[0] for i in ids])
+    return head.faces[carve_bust(head, seq.params[rows], seq.cameras[rows], masks, min_fraction)]
 
 
 def _view_rotations(params, cameras: Cameras) -> Float[Tensor, "N 3 3"]:

@@ -85,12 +85,9 @@ def mask_faces(model: HeadModel, params: HeadParams, frames: FrameSet, ids: list
                limit: int = 32) -> Bool[Tensor, " F"]:
     """Triangles to keep: all but the bust outside the foreground masks of ``limit`` evenly spaced frames
     of ``ids`` (:func:`gafkit.render.silhouette.carve_bust`)."""
-    rows = evenly_spaced(ids, limit)
-    dev = model.faces.device
-    with torch.no_grad():
-        verts = model(params[torch.tensor(rows, device=params.expr.device)]).to(dev)
-    masks = frames.masks[torch.tensor(rows, device=frames.masks.device), ..., 0].to(dev)
-    return carve_bust(model, verts, frames.cameras[torch.tensor(rows)].to(dev), masks, min_fraction)
+    rows = torch.tensor(evenly_spaced(ids, limit))
+    return carve_bust(model, params[rows.to(params.expr.device)], frames.cameras[rows],
+                      frames.masks[rows.to(frames.masks.device), ..., 0], min_fraction)
 
 
 @dataclasses.dataclass

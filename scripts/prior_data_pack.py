@@ -87,8 +87,8 @@ def unpack(src: Path, out: Path) -> None:
         meta = json.loads(tar.extractfile(members["meta.json"]).read())
         manifest = json.loads(tar.extractfile(members["manifest.json"]).read())
         s, v, n = meta["size"], meta["views"], meta["count"]
-        full = torch.full((n, 1, s, s), 255, dtype=torch.uint8)
-        d = {"reference": torch.empty(n, 3, s, s, dtype=torch.uint8), "reference_mask": full.clone(),
+        d = {"reference": torch.empty(n, 3, s, s, dtype=torch.uint8),
+             "reference_mask": torch.full((n, 1, s, s), 255, dtype=torch.uint8),
              "images": torch.empty(n, v, 3, s, s, dtype=torch.uint8),
              "normals": torch.empty(n, v, 3, s, s, dtype=torch.uint8),
              "masks": torch.full((n, v, 1, s, s), 255, dtype=torch.uint8),

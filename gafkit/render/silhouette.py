@@ -70,11 +70,14 @@ def bust_faces(model) -> Bool[Tensor, " F"]:
     return template[0, model.faces.long()].mean(1)[:, 1] < chin
 
 
-def carve_bust(model, verts: Float[Tensor, "N V 3"], cameras: Cameras, masks: Float[Tensor, "N H W"],
-               min_fraction: float) -> Bool[Tensor, " F"]:
-    """Triangles to keep in normal maps of a head seen in frames with foreground ``masks``: all but those
-    below the chin (:func:`bust_faces`) that fall outside the masks (:func:`faces_in_masks`)."""
-    inside = faces_in_masks(verts, model.faces, cameras, masks, min_fraction)
+@torch.no_grad()
+def carve_bust(model, params, cameras: Cameras, masks: Float[Tensor, "N H W"], min_fraction: float
+               ) -> Bool[Tensor, " F"]:
+    """Triangles to keep in normal maps of a head seen in N frames (head parameters ``params``, batch N)
+    with foreground ``masks``: all but those below the chin (:func:`bust_faces`) that fall outside the
+    masks (:func:`faces_in_masks`)."""
+    dev = model.faces.device
+    inside = faces_in_masks(model(params.to(dev)), model.faces, cameras.to(dev), masks.to(dev), min_fraction)
     return inside | ~bust_faces(model)
 
 

@@ -62,8 +62,9 @@ def test_carving_spares_everything_above_the_chin():
     chin = model.landmarks.points(model.template[None], model.faces)[0, :, 1].min()
     y = model.template[model.faces].mean(1)[:, 1]
     assert torch.equal(bust, y < chin) and 0.02 < bust.float().mean() < 0.5
-    verts = model.template[None]
+    params = model.zero_params(1)
+    verts = model(params)
     cam = Cameras.look_at(torch.tensor([[0.0, 0.0, 1.0]]), verts[0].mean(0, keepdim=True), fov_deg=30,
                           width=W, height=H)
-    keep = carve_bust(model, verts, cam, torch.zeros(1, H, W), 0.5)
+    keep = carve_bust(model, params, cam, torch.zeros(1, H, W), 0.5)
     assert torch.equal(keep, ~bust)
