@@ -152,6 +152,8 @@ def _check(cfg: TrackedDataConfig, sources: list[Path]) -> None:
     if cfg.size < 16 or cfg.views < 1 or cfg.examples_per_sequence < 1 or cfg.candidates < 1:
         raise GafkitError(f"prior data tracked: need size >= 16 and views, examples per sequence and candidates "
                           f">= 1 (got {cfg.size}, {cfg.views}, {cfg.examples_per_sequence}, {cfg.candidates})")
+    if not 0 <= cfg.foreground_faces <= 1:
+        raise GafkitError(f"prior data tracked: foreground_faces {cfg.foreground_faces} must be in [0, 1] (0 turns it off)")
     if not 0 <= cfg.heldout <= len(sources):
         raise GafkitError(f"prior data tracked: --heldout {cfg.heldout} must be in 0..{len(sources)} (sequences)")
     if not sources:

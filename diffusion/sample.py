@@ -76,6 +76,8 @@ def run_sample(cfg: SampleConfig, prior_path: str | Path, tracked: str | Path, o
     if len(cfg.pitch_deg) not in (1, len(cfg.yaw_deg)):
         raise GafkitError(f"prior sample: give one pitch or one per yaw ({len(cfg.yaw_deg)} yaws, "
                           f"{len(cfg.pitch_deg)} pitches)")
+    if not 0 <= cfg.foreground_faces <= 1:
+        raise GafkitError(f"prior sample: --foreground-faces {cfg.foreground_faces} must be in [0, 1] (0 turns it off)")
     if cfg.size is not None and cfg.size < 16:
         raise GafkitError(f"prior sample: size {cfg.size} is too small (>= 16)")
     dev = resolve_device(device)

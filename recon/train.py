@@ -297,6 +297,8 @@ def _check_settings(cfg: FitConfig) -> None:
         raise ConfigError(f"prior.min_yaw_deg: {cfg.prior.min_yaw_deg!r} must be in [0, 180)")
     if not 0 <= cfg.prior.seen_cos <= 1:
         raise ConfigError(f"prior.seen_cos: {cfg.prior.seen_cos!r} must be in [0, 1] (0 turns it off)")
+    if not 0 <= cfg.prior.foreground_faces <= 1:
+        raise ConfigError(f"prior.foreground_faces: {cfg.prior.foreground_faces!r} must be in [0, 1] (0 turns it off)")
     if cfg.prior.upsampler not in ("auto", "none") and not (Path(cfg.prior.upsampler) / "config.json").is_file():
         raise ConfigError(f"prior.upsampler: {cfg.prior.upsampler}: not an upsampler folder (no config.json); "
                           "use auto, none or a `gafkit prior train-upsampler` output")

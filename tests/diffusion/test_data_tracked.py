@@ -106,6 +106,8 @@ def test_normals_leave_out_what_the_masks_cut(sequences, tmp_path):
 
     carved, whole = outside(tmp_path / "a"), outside(tmp_path / "b", "--set", "foreground_faces=0")
     assert whole > 0.3 and carved < 0.05, (carved, whole)  # measured: 0.027 and 0.41
+    bad = _make([cut], tmp_path / "c", "--set", "foreground_faces=1.5")
+    assert bad.exit_code == 2 and "foreground_faces 1.5" in bad.output and not (tmp_path / "c").exists()
 
 
 def test_pack_round_trip_for_the_gpu_machine(data, tmp_path):

@@ -272,6 +272,9 @@ def test_prior_sample_writes_views_next_to_normals(trained, subject, tmp_path):
     tiny = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(subject),
                                "-o", str(tmp_path / "tiny"), "--size", "8"])
     assert tiny.exit_code == 2 and "size 8" in tiny.output and not (tmp_path / "tiny").exists()
+    share = runner.invoke(app, ["--device", "cpu", "prior", "sample", str(trained), "--tracked", str(subject),
+                                "-o", str(tmp_path / "share"), "--foreground-faces", "2"])
+    assert share.exit_code == 2 and "--foreground-faces 2" in share.output and not (tmp_path / "share").exists()
 
 
 def test_prior_sample_normals_leave_out_what_the_masks_cut(trained, subject, tmp_path):

@@ -202,6 +202,7 @@ def test_bad_inputs_exit_2_without_output(subject, tmp_path):
     assert "lr.final_factor" in run(subject, "e", "--set", "lr.final_factor=0")
     assert "prior.min_yaw_deg" in run(subject, "f", "--set", "prior.min_yaw_deg=180")
     assert "prior.seen_cos" in run(subject, "g", "--set", "prior.seen_cos=1.5")
+    assert "prior.foreground_faces" in run(subject, "h", "--set", "prior.foreground_faces=-0.1")
 
 
 def test_refine_tracking_moves_only_training_frames(subject, tmp_path):
